@@ -1,0 +1,13 @@
+//go:build !cgo
+
+package tpmext
+
+// SimulatorAvailable reports whether this build has the simulator back end
+// (it needs cgo).
+const SimulatorAvailable = false
+
+// Simulator is unavailable without cgo; see ErrNoSimulator.
+type Simulator struct{ Software }
+
+// NewSimulator always fails without cgo.
+func NewSimulator(banks ...Algorithm) (*Simulator, error) { return nil, ErrNoSimulator }
