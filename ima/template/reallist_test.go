@@ -175,4 +175,3 @@ func parsePCR10(t *testing.T, b []byte) [][]byte {
 	}
 	return out
 }
-
