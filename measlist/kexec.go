@@ -1,0 +1,304 @@
+package measlist
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"syscall"
+
+	"github.com/imasim/imasim/ima/template"
+)
+
+// KexecOptions are the kernel settings that size the kexec segment.
+type KexecOptions struct {
+	// ExtraMemoryKB is CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB; 0 or less means
+	// half a page.
+	ExtraMemoryKB int
+	// PageSize is PAGE_SIZE; 0 means 4096.
+	PageSize uint64
+	// TotalRAM is the machine's RAM in bytes (totalram_pages() *
+	// PAGE_SIZE); a segment over half of it is refused. 0 means 24 GiB.
+	TotalRAM uint64
+}
+
+func (o KexecOptions) pageSize() uint64 {
+	if o.PageSize == 0 {
+		return 4096
+	}
+	return o.PageSize
+}
+
+// ErrKexecTooLarge is returned by KexecSegmentSize when the kernel would
+// log "Binary measurement list too large." and carry nothing over.
+var ErrKexecTooLarge = errors.New("measlist: binary measurement list too large for a kexec segment")
+
+// KexecSegmentSize returns the size of the kexec segment the kernel
+// reserves at kexec_file_load: the serialized sizes of the current and the
+// staged lists (each with its header, so the header is counted twice, spec
+// Q9), plus the extra memory, rounded up to a page.
+//
+// Mirrors security/integrity/ima/ima_kexec.c:ima_add_kexec_buffer()
+// ([PATCH v7 09/12]).
+//
+// Errors: ErrKexecTooLarge when the size saturates (always so without
+// CONFIG_IMA_KEXEC, whose sizes are not tracked) or exceeds half of RAM.
+func (q *Queue) KexecSegmentSize(opts KexecOptions) (uint64, error) {
+	page := opts.pageSize()
+	extra := uint64(page / 2)
+	if opts.ExtraMemoryKB > 0 {
+		extra = uint64(opts.ExtraMemoryKB) * 1024
+	}
+	ram := opts.TotalRAM
+	if ram == 0 {
+		ram = 24 << 30
+	}
+	size := satAdd(satAdd(q.BinaryRuntimeSize(Binary), q.BinaryRuntimeSize(BinaryStaged)), extra)
+	if size >= math.MaxUint64-page {
+		return 0, ErrKexecTooLarge
+	}
+	seg := (size + page - 1) / page * page
+	if seg/page > ram/page/2 {
+		return 0, ErrKexecTooLarge
+	}
+	return seg, nil
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
+}
+
+// KexecEventCounts returns what the ima_kexec critical-data records report:
+// ima_get_binary_runtime_size(BINARY_FULL) and ima_num_records[BINARY_FULL].
+//
+// Mirrors the reads of security/integrity/ima/ima_kexec.c:
+// ima_measure_kexec_event() ([PATCH v7 09/12]).
+func (q *Queue) KexecEventCounts() (size uint64, count int64) {
+	return q.BinaryRuntimeSize(BinaryFull), q.NumRecords(BinaryFull)
+}
+
+// seqBuf is the kexec seq_file buffer: a fixed size, and seq_write()'s
+// rule that a piece is copied only if it leaves at least one byte free,
+// otherwise the buffer is marked full (count = size).
+type seqBuf struct {
+	buf   []byte
+	count int
+}
+
+func (s *seqBuf) write(p []byte) {
+	if s.count+len(p) < len(s.buf) {
+		s.count += copy(s.buf[s.count:], p)
+		return
+	}
+	s.count = len(s.buf) // seq_set_overflow()
+}
+
+// DumpKexec serializes the staged records, then the current ones, into a
+// segment of segmentSize bytes: a 24-byte header (version 1, buffer size,
+// record count) and the binary records with the SHA-1 digest column. It
+// returns the bytes the kernel copies to the next kernel (the header and
+// everything written) and syscall.EINVAL if the segment filled up first.
+//
+// Mirrors security/integrity/ima/ima_kexec.c:ima_dump_measurement_list()
+// and ima_dump_measurement() ([PATCH v7 08/12, 09/12]), writing each record
+// as ima_measurements_show() does, piece by piece with seq_write().
+//
+// As in the kernel, a record that does not fit is counted in the header and
+// partly written, the buffer is marked full (the header's buffer_size is
+// then the whole segment), and the next record stops the dump; if the
+// staged walk fails the current list is skipped.
+//
+// Differences from Linux: the kernel walks without locks, relying on the
+// suspension that precedes the dump; the model walks inside an RCU
+// read-side section, so it is also safe without suspension.
+func (q *Queue) DumpKexec(segmentSize uint64) ([]byte, error) {
+	if segmentSize < KexecHeaderSize {
+		return nil, fmt.Errorf("measlist: kexec segment of %d bytes cannot hold the header", segmentSize)
+	}
+	s := &seqBuf{buf: make([]byte, segmentSize), count: KexecHeaderSize}
+	var count uint64
+	var err error
+	var rec []byte
+	dump := func(_ int, e *template.Entry) bool {
+		if s.count >= len(s.buf) {
+			err = syscall.EINVAL
+			return false
+		}
+		count++
+		rec, err = q.showBinarySHA1(rec[:0], e, s)
+		return err == nil
+	}
+	q.Walk(Staged, 0, dump)
+	if err == nil {
+		q.Walk(Current, 0, dump)
+	}
+	o := q.layout.Order()
+	hdr := make([]byte, 0, KexecHeaderSize)
+	hdr = appendU16(hdr, o, 1) // version
+	hdr = append(hdr, 0, 0, 0, 0, 0, 0)
+	hdr = appendU64(hdr, o, uint64(s.count))
+	hdr = appendU64(hdr, o, count)
+	copy(s.buf, hdr)
+	return s.buf[:s.count], err
+}
+
+// showBinarySHA1 writes e's binary record with its SHA-1 digest into s,
+// one seq_write() per piece, as ima_measurements_show() does for a seq_file
+// without a file. rec is scratch space.
+func (q *Queue) showBinarySHA1(rec []byte, e *template.Entry, s *seqBuf) ([]byte, error) {
+	rec, err := e.AppendBinary(rec, q.layout.SHA1Index(), q.layout.Order())
+	if err != nil {
+		return rec, err
+	}
+	for _, n := range showPieces(e) {
+		s.write(rec[:n])
+		rec = rec[n:]
+	}
+	return rec, nil
+}
+
+// showPieces returns the sizes of the seq_write() calls of
+// ima_measurements_show() for e with a 20-byte digest: pcr, digest, name
+// length, name, then the template data length and each field's length and
+// data (a field's data only when it is not empty); for the "ima" template
+// the d field without length, then the n field's strlen and string.
+func showPieces(e *template.Entry) []int {
+	name := e.Desc.DisplayName()
+	pieces := []int{4, 20, 4, len(name)}
+	ima := name == "ima"
+	if !ima {
+		pieces = append(pieces, 4)
+	}
+	for i, f := range e.Fields {
+		n := len(f)
+		switch {
+		case ima && e.Desc.Field(i) == template.FieldD:
+			pieces = append(pieces, n)
+			continue
+		case ima && e.Desc.Field(i) == template.FieldN:
+			if j := bytes.IndexByte(f, 0); j >= 0 {
+				n = j
+			}
+		}
+		pieces = append(pieces, 4)
+		if n > 0 {
+			pieces = append(pieces, n)
+		}
+	}
+	return pieces
+}
+
+func appendU16(b []byte, o template.Order, v uint16) []byte {
+	if o == template.BigEndian {
+		return binary.BigEndian.AppendUint16(b, v)
+	}
+	return binary.LittleEndian.AppendUint16(b, v)
+}
+
+func appendU64(b []byte, o template.Order, v uint64) []byte {
+	if o == template.BigEndian {
+		return binary.BigEndian.AppendUint64(b, v)
+	}
+	return binary.LittleEndian.AppendUint64(b, v)
+}
+
+func readU16(b []byte, o template.Order) uint16 {
+	if o == template.BigEndian {
+		return binary.BigEndian.Uint16(b)
+	}
+	return binary.LittleEndian.Uint16(b)
+}
+
+func readU64(b []byte, o template.Order) uint64 {
+	if o == template.BigEndian {
+		return binary.BigEndian.Uint64(b)
+	}
+	return binary.LittleEndian.Uint64(b)
+}
+
+// RestoreResult reports what RestoreKexec did.
+type RestoreResult struct {
+	// Restored is the number of records appended.
+	Restored int
+	// Stopped is set when the restore stopped early without an error, as
+	// the kernel does when a template name is neither a builtin nor a
+	// valid format (restore_template_fmt() fails and the loop breaks with
+	// the previous, successful return value).
+	Stopped error
+}
+
+// RestoreKexec appends the records of a kexec dump to the current list,
+// without hash-table insertion and without extending the TPM. Records
+// restored before an error stay restored, as in the kernel.
+//
+// Mirrors security/integrity/ima/ima_template.c:ima_restore_measurement_list()
+// and ima_restore_template_data().
+//
+// Rules, as the kernel's: a buffer shorter than the header restores nothing
+// and is no error; version != 1 and count > ULONG_MAX-1 are EINVAL; records
+// are read while bytes remain before buffer_size and fewer than count have
+// been read; only the last counted record must end exactly at buffer_size;
+// a template name of 69 bytes or more, the "ima" template, a malformed
+// header or template data that does not split into the template's fields
+// are EINVAL; a dumped digest of zero makes a violation record, any other
+// is ignored and the digests are recomputed for this kernel's slots.
+//
+// Differences from Linux: a buffer_size larger than buf is refused with
+// EINVAL instead of reading past the buffer.
+func (q *Queue) RestoreKexec(buf []byte) (RestoreResult, error) {
+	var res RestoreResult
+	if len(buf) < KexecHeaderSize {
+		return res, nil
+	}
+	o := q.layout.Order()
+	if v := readU16(buf, o); v != 1 {
+		return res, fmt.Errorf("measlist: kexec buffer version %d: %w", v, syscall.EINVAL)
+	}
+	size := readU64(buf[8:], o)
+	count := readU64(buf[16:], o)
+	if count > math.MaxUint64-1 {
+		return res, fmt.Errorf("measlist: kexec buffer claims %d records: %w", count, syscall.EINVAL)
+	}
+	if size > uint64(len(buf)) {
+		return res, fmt.Errorf("measlist: kexec buffer_size %d exceeds the %d-byte buffer: %w", size, len(buf), syscall.EINVAL)
+	}
+	if size < KexecHeaderSize {
+		return res, nil // bufp < bufendp fails at once
+	}
+	body := bytes.NewReader(buf[KexecHeaderSize:size])
+	dec, err := template.NewDecoder(body, template.DecodeOptions{Order: o, DigestSize: 20, Restore: true})
+	if err != nil {
+		return res, err
+	}
+	for read := uint64(0); dec.Offset() < int64(size-KexecHeaderSize) && read < count; {
+		read++
+		rec, err := dec.Next()
+		if errors.Is(err, template.ErrUnknownTemplate) {
+			res.Stopped = err
+			return res, nil
+		}
+		if err != nil {
+			if err == io.EOF {
+				return res, nil
+			}
+			return res, fmt.Errorf("measlist: restoring kexec record: %v: %w", err, syscall.EINVAL)
+		}
+		if read == count && dec.Offset() != int64(size-KexecHeaderSize) {
+			// ENFORCE_BUFEND on the last counted record.
+			return res, fmt.Errorf("measlist: kexec record %d ends at offset %d, buffer_size is %d: %w",
+				dec.Index()-1, KexecHeaderSize+dec.Offset(), size, syscall.EINVAL)
+		}
+		e, err := q.layout.RestoreEntry(rec)
+		if err != nil {
+			return res, fmt.Errorf("measlist: restoring kexec record %d: %v: %w", dec.Index()-1, err, syscall.EINVAL)
+		}
+		q.RestoreEntry(e)
+		res.Restored++
+	}
+	return res, nil
+}
