@@ -129,8 +129,13 @@ func (d *Descriptor) IsIMA() bool { return d.name == imaName }
 // Mirrors security/integrity/ima/ima_template.c:ima_template_has_modsig().
 func (d *Descriptor) HasModsig() bool { return d.hasSig }
 
-// String returns the display name.
-func (d *Descriptor) String() string { return d.DisplayName() }
+// String returns the display name ("<nil>" for a nil descriptor).
+func (d *Descriptor) String() string {
+	if d == nil {
+		return "<nil>"
+	}
+	return d.DisplayName()
+}
 
 const imaName = "ima"
 
