@@ -98,7 +98,12 @@ func TestFieldBytes(t *testing.T) {
 
 		// sig: IMA signatures, else EVM portable signatures, else nothing.
 		{"sig digsig", HashSHA1, LittleEndian, "sig", &Event{Name: "/x", HashAlgo: HashSHA1, Digest: sha1Digest, IMAXattr: sig}, h(sig), h(sig), ""},
-		{"sig from NewFileEvent", HashSHA1, LittleEndian, "sig", func() *Event { f := file(); f.IMAXattr = sig; ev, _ := NewFileEvent("/x", f, HashSHA1, sha1Digest); return ev }(), h(sig), h(sig), ""},
+		{"sig from NewFileEvent", HashSHA1, LittleEndian, "sig", func() *Event {
+			f := file()
+			f.IMAXattr = sig
+			ev, _ := NewFileEvent("/x", f, HashSHA1, sha1Digest)
+			return ev
+		}(), h(sig), h(sig), ""},
 		{"sig verity digsig", HashSHA1, LittleEndian, "sig", &Event{Name: "/x", HashAlgo: HashSHA1, Digest: sha1Digest, IMAXattr: veritySig}, h(veritySig), h(veritySig), ""},
 		{"sig hash xattr falls back to evm portable", HashSHA1, LittleEndian, "sig", &Event{Name: "/x", HashAlgo: HashSHA1, Digest: sha1Digest, IMAXattr: []byte{0x04, 0x04, 1}, File: &File{EVMXattr: evmPortable}}, h(evmPortable), h(evmPortable), ""},
 		{"sig hash xattr, evm hmac: empty", HashSHA1, LittleEndian, "sig", &Event{Name: "/x", HashAlgo: HashSHA1, Digest: sha1Digest, IMAXattr: []byte{0x04, 0x04, 1}, File: &File{EVMXattr: []byte{0x02, 1, 2}}}, "", "", ""},
