@@ -82,21 +82,14 @@ func (q *Queue) KexecEventCounts() (size uint64, count int64) {
 	return q.BinaryRuntimeSize(BinaryFull), q.NumRecords(BinaryFull)
 }
 
-// seqBuf is the kexec seq_file buffer: a fixed size, and seq_write()'s
-// rule that a piece is copied only if it leaves at least one byte free,
-// otherwise the buffer is marked full (count = size).
+// seqBuf is the kexec seq_file buffer: a fixed size, filled byte by byte
+// as ima_putc() does with seq_putc(), which drops what does not fit.
 type seqBuf struct {
 	buf   []byte
 	count int
 }
 
-func (s *seqBuf) write(p []byte) {
-	if s.count+len(p) < len(s.buf) {
-		s.count += copy(s.buf[s.count:], p)
-		return
-	}
-	s.count = len(s.buf) // seq_set_overflow()
-}
+func (s *seqBuf) write(p []byte) { s.count += copy(s.buf[s.count:], p) }
 
 // DumpKexec serializes the staged records, then the current ones, into a
 // segment of segmentSize bytes: a 24-byte header (version 1, buffer size,
@@ -106,12 +99,13 @@ func (s *seqBuf) write(p []byte) {
 //
 // Mirrors security/integrity/ima/ima_kexec.c:ima_dump_measurement_list()
 // and ima_dump_measurement() ([PATCH v7 08/12, 09/12]), writing each record
-// as ima_measurements_show() does, piece by piece with seq_write().
+// as ima_measurements_show() does, byte by byte with ima_putc().
 //
 // As in the kernel, a record that does not fit is counted in the header and
-// partly written, the buffer is marked full (the header's buffer_size is
-// then the whole segment), and the next record stops the dump; if the
-// staged walk fails the current list is skipped.
+// written up to the end of the segment (the header's buffer_size is then the
+// whole segment), and the next record stops the dump with EINVAL; a record
+// that fills the segment exactly is whole, and the next one stops the dump.
+// If the staged walk fails the current list is skipped.
 //
 // Differences from Linux: the kernel walks without locks, relying on the
 // suspension that precedes the dump; the model walks inside an RCU
@@ -147,50 +141,15 @@ func (q *Queue) DumpKexec(segmentSize uint64) ([]byte, error) {
 	return s.buf[:s.count], err
 }
 
-// showBinarySHA1 writes e's binary record with its SHA-1 digest into s,
-// one seq_write() per piece, as ima_measurements_show() does for a seq_file
-// without a file. rec is scratch space.
+// showBinarySHA1 writes e's binary record with its SHA-1 digest into s, as
+// ima_measurements_show() does for a seq_file without a file. rec is
+// scratch space.
 func (q *Queue) showBinarySHA1(rec []byte, e *template.Entry, s *seqBuf) ([]byte, error) {
 	rec, err := e.AppendBinary(rec, q.layout.SHA1Index(), q.layout.Order())
-	if err != nil {
-		return rec, err
+	if err == nil {
+		s.write(rec)
 	}
-	for _, n := range showPieces(e) {
-		s.write(rec[:n])
-		rec = rec[n:]
-	}
-	return rec, nil
-}
-
-// showPieces returns the sizes of the seq_write() calls of
-// ima_measurements_show() for e with a 20-byte digest: pcr, digest, name
-// length, name, then the template data length and each field's length and
-// data (a field's data only when it is not empty); for the "ima" template
-// the d field without length, then the n field's strlen and string.
-func showPieces(e *template.Entry) []int {
-	name := e.Desc.DisplayName()
-	pieces := []int{4, 20, 4, len(name)}
-	ima := name == "ima"
-	if !ima {
-		pieces = append(pieces, 4)
-	}
-	for i, f := range e.Fields {
-		n := len(f)
-		switch {
-		case ima && e.Desc.Field(i) == template.FieldD:
-			pieces = append(pieces, n)
-			continue
-		case ima && e.Desc.Field(i) == template.FieldN:
-			if j := bytes.IndexByte(f, 0); j >= 0 {
-				n = j
-			}
-		}
-		pieces = append(pieces, 4)
-		if n > 0 {
-			pieces = append(pieces, n)
-		}
-	}
-	return pieces
+	return rec, err
 }
 
 func appendU16(b []byte, o template.Order, v uint16) []byte {

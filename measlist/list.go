@@ -122,14 +122,44 @@ func (q *Queue) list(h Head) *list {
 // began, possibly followed by records appended meanwhile; if records are
 // staged or deleted during the walk, the rest of the old chain (records
 // that were there when the walk started). Never a released record: releases
-// wait for a grace period first, and a walker that reached one would panic.
+// wait for a grace period, and a walker that reached one would panic.
 func (q *Queue) Walk(h Head, pos int, fn func(index int, e *template.Entry) bool) int {
+	return q.WalkAt(h, pos, nil, fn)
+}
+
+// Cursor remembers the last record a walk of one list visited, so that the
+// next walk from a later position need not start from the head. The zero
+// value is an empty cursor.
+type Cursor struct {
+	head  Head
+	gen   uint64
+	index int
+	qe    *qentry
+}
+
+// WalkAt is Walk starting from the record c remembers when that is on list
+// h at or before pos and no record has left a list or moved between lists
+// since (the same generation); otherwise it walks from the head. It leaves
+// c at the last record visited. c may be nil.
+//
+// Differences from Linux: the kernel re-walks from the head on every
+// read() call; resuming gives the same records at the same positions,
+// because a record keeps its position until a generation change, and turns
+// a full read of the list from quadratic into linear time.
+func (q *Queue) WalkAt(h Head, pos int, c *Cursor, fn func(index int, e *template.Entry) bool) int {
 	tok := q.rcu.ReadLock()
 	defer q.rcu.ReadUnlock(tok)
-	i := 0
-	for qe := q.list(h).head.Load(); qe != nil; qe = qe.next.Load() {
+	gen := q.generation.Load()
+	qe, i := q.list(h).head.Load(), 0
+	if c != nil && c.qe != nil && c.head == h && c.gen == gen && c.index <= pos {
+		qe, i = c.qe, c.index
+	}
+	for ; qe != nil; qe = qe.next.Load() {
 		if qe.state.Load() != live {
 			panic("measlist: reader reached a released record (use after free)")
+		}
+		if c != nil {
+			*c = Cursor{head: h, gen: gen, index: i, qe: qe}
 		}
 		if i >= pos && !fn(i, qe.entry) {
 			return i + 1

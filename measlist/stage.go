@@ -29,6 +29,7 @@ func (q *Queue) Stage() error {
 	if q.suspended {
 		return syscall.EACCES
 	}
+	q.generation.Add(1)
 	q.current.replaceLocked(&q.staged)
 	q.numRecords[BinaryStaged].Store(q.numRecords[Binary].Load())
 	q.numRecords[Binary].Store(0)
@@ -36,7 +37,6 @@ func (q *Queue) Stage() error {
 		q.binaryRuntimeSize[BinaryStaged] = q.binaryRuntimeSize[Binary]
 		q.binaryRuntimeSize[Binary] = 0
 	}
-	q.generation.Add(1)
 	return nil
 }
 
@@ -69,13 +69,13 @@ func (q *Queue) DeleteStaged() (int, error) {
 		unlock()
 		return 0, syscall.ESTALE
 	}
+	q.generation.Add(1)
 	var trim list
 	q.staged.replaceLocked(&trim)
 	n := q.numRecords[BinaryStaged].Swap(0)
 	if q.cfg.Kexec {
 		q.binaryRuntimeSize[BinaryStaged] = 0
 	}
-	q.generation.Add(1)
 	var old *htable.Array[*qentry]
 	if q.flush {
 		var err error
@@ -144,12 +144,12 @@ func (q *Queue) DeletePartial(n uint64) error {
 	// last remains valid because ima_fs.c enforces single-writer
 	// exclusion: nothing but appends changed the current list since the
 	// walk.
+	q.generation.Add(1)
 	first := q.current.cutLocked(last)
 	q.numRecords[Binary].Add(-int64(n))
 	if q.cfg.Kexec {
 		q.binaryRuntimeSize[Binary] -= size
 	}
-	q.generation.Add(1)
 	unlock()
 
 	q.releaseDetached(first, int(n), false)
