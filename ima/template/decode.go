@@ -176,11 +176,17 @@ type span struct{ off, len int }
 
 // parsed is a record whose pieces are still spans of the record's bytes.
 type parsed struct {
-	pcr    uint32
-	digest span
-	desc   *Descriptor
-	fields []span
-	imaN   bool // the last field is the legacy n, stored without its NUL
+	pcr     uint32
+	digest  span
+	desc    *Descriptor
+	fields  [MaxFields]span
+	nfields int
+	imaN    bool // the last field is the legacy n, stored without its NUL
+}
+
+func (r *parsed) addField(s span) {
+	r.fields[r.nfields] = s
+	r.nfields++
 }
 
 // recordParser holds what is shared between the records of one list.
@@ -203,20 +209,24 @@ func newRecordParser(opts DecodeOptions) (*recordParser, error) {
 // security/integrity/ima/ima_template.c:ima_restore_measurement_list() and
 // ima_template_lib.c:ima_parse_buf(), in the stricter form of evmctl and
 // the verifiers: every length is checked against what remains.
-func (p *recordParser) parse(c cursor, index int) (*parsed, error) {
+func (p *recordParser) parse(c cursor, index int, r *parsed) error {
 	o := p.opts.Order
 	recStart := c.pos()
 	fail := func(at int64, err error) error {
 		return &DecodeError{Index: index, Offset: at, RecordOffset: recStart, Err: err}
 	}
-	// take reads n bytes, turning a short read into ErrTruncated.
-	take := func(n int, what string) ([]byte, span, error) {
+	// take reads n bytes of the item what (of its length field when
+	// isLen), turning a short read into ErrTruncated.
+	take := func(n int, what string, isLen bool) ([]byte, span, error) {
 		at := c.pos()
 		b, err := c.next(n)
 		if err != nil {
-			var short errShort
-			if errors.As(err, &short) {
-				err = fmt.Errorf("%w: %s needs %d bytes, %d remain", ErrTruncated, what, n, short.have)
+			if short, ok := err.(errShort); ok {
+				suffix := ""
+				if isLen {
+					suffix = " length"
+				}
+				err = fmt.Errorf("%w: %s%s needs %d bytes, %d remain", ErrTruncated, what, suffix, n, short.have)
 			}
 			return nil, span{}, fail(at, err)
 		}
@@ -224,7 +234,7 @@ func (p *recordParser) parse(c cursor, index int) (*parsed, error) {
 	}
 	// length reads a u32 length and checks it against limit.
 	length := func(what string, limit int, limitErr error) (int, int64, error) {
-		b, _, err := take(4, what+" length")
+		b, _, err := take(4, what, true)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -236,89 +246,88 @@ func (p *recordParser) parse(c cursor, index int) (*parsed, error) {
 		return int(v), at, nil
 	}
 
-	var r parsed
+	*r = parsed{}
 	at := c.pos()
 	b, err := c.next(4)
 	if err != nil {
-		var short errShort
-		if errors.As(err, &short) && short.have == 0 {
-			return nil, io.EOF
+		short, ok := err.(errShort)
+		if ok && short.have == 0 {
+			return io.EOF
 		}
-		if errors.As(err, &short) {
+		if ok {
 			err = fmt.Errorf("%w: PCR needs 4 bytes, %d remain", ErrTruncated, short.have)
 		}
-		return nil, fail(at, err)
+		return fail(at, err)
 	}
 	r.pcr = o.u32(b)
-	if _, r.digest, err = take(p.opts.DigestSize, "template digest"); err != nil {
-		return nil, err
+	if _, r.digest, err = take(p.opts.DigestSize, "template digest", false); err != nil {
+		return err
 	}
 	nameLen, nameAt, err := length("template name", p.opts.nameLimit(), ErrNameTooLong)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if nameLen == 0 {
-		return nil, fail(nameAt, fmt.Errorf("%w: empty template name", ErrUnknownTemplate))
+		return fail(nameAt, fmt.Errorf("%w: empty template name", ErrUnknownTemplate))
 	}
-	name, _, err := take(nameLen, "template name")
+	name, _, err := take(nameLen, "template name", false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if r.desc, err = p.descriptor(name); err != nil {
-		return nil, fail(nameAt+4, err)
+		return fail(nameAt+4, err)
 	}
 
 	if string(name) == imaName {
 		// Legacy layout: d raw (IMA_DIGEST_SIZE), u32 strlen(n), n.
-		if _, s, err := take(sha1Size, "ima d field"); err != nil {
-			return nil, err
-		} else {
-			r.fields = append(r.fields, s)
+		_, s, err := take(sha1Size, "ima d field", false)
+		if err != nil {
+			return err
 		}
+		r.addField(s)
 		n, nAt, err := length("ima n field", MaxEventNameLen, ErrTemplateData)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		nb, s, err := take(n, "ima n field")
+		nb, s, err := take(n, "ima n field", false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if bytes.IndexByte(nb, 0) >= 0 {
-			return nil, fail(nAt+4, fmt.Errorf("%w: ima n field contains NUL", ErrTemplateData))
+			return fail(nAt+4, fmt.Errorf("%w: ima n field contains NUL", ErrTemplateData))
 		}
-		r.fields = append(r.fields, s)
+		r.addField(s)
 		r.imaN = true
-		return &r, nil
+		return nil
 	}
 
 	dataLen, dataAt, err := length("template data", math.MaxInt32, ErrTemplateData)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	data, ds, err := take(dataLen, "template data")
+	data, ds, err := take(dataLen, "template data", false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	nf := r.desc.NumFields()
-	r.fields = make([]span, 0, nf)
 	off := 0
 	for i := 0; i < nf; i++ {
 		fieldAt := dataAt + 4 + int64(off)
 		if len(data)-off < 4 {
-			return nil, fail(fieldAt, fmt.Errorf("%w: template data holds %d of the %d fields of %s", ErrTemplateData, i, nf, r.desc))
+			return fail(fieldAt, fmt.Errorf("%w: template data holds %d of the %d fields of %s", ErrTemplateData, i, nf, r.desc))
 		}
 		fl := o.u32(data[off:])
 		off += 4
 		if uint64(fl) > uint64(len(data)-off) {
-			return nil, fail(fieldAt, fmt.Errorf("%w: field %d (%s) length %d exceeds the %d bytes left of the template data", ErrTemplateData, i, r.desc.Field(i), fl, len(data)-off))
+			return fail(fieldAt, fmt.Errorf("%w: field %d (%s) length %d exceeds the %d bytes left of the template data", ErrTemplateData, i, r.desc.Field(i), fl, len(data)-off))
 		}
-		r.fields = append(r.fields, span{ds.off + off, int(fl)})
+		r.addField(span{ds.off + off, int(fl)})
 		off += int(fl)
 	}
 	if off != len(data) {
-		return nil, fail(dataAt+4+int64(off), fmt.Errorf("%w: %d bytes after the %d fields of %s", ErrTemplateData, len(data)-off, nf, r.desc))
+		return fail(dataAt+4+int64(off), fmt.Errorf("%w: %d bytes after the %d fields of %s", ErrTemplateData, len(data)-off, nf, r.desc))
 	}
-	return &r, nil
+	return nil
 }
 
 // descriptor resolves a record's template name.
@@ -346,17 +355,22 @@ func (p *recordParser) descriptor(name []byte) (*Descriptor, error) {
 	return d, nil
 }
 
+// decodedEntry puts an entry and its one digest in one allocation.
+type decodedEntry struct {
+	e Entry
+	d [1]tpmext.Digest
+}
+
 // entry builds the Entry of r from its record's bytes rec, which the entry
 // takes over.
 func (p *recordParser) entry(r *parsed, rec []byte) *Entry {
-	e := &Entry{
-		PCR:     r.pcr,
-		Desc:    r.desc,
-		Fields:  make([][]byte, len(r.fields)),
-		Digests: []tpmext.Digest{{Alg: p.opts.Alg, Value: rec[r.digest.off : r.digest.off+r.digest.len : r.digest.off+r.digest.len]}},
-	}
-	for i, s := range r.fields {
-		e.Fields[i] = rec[s.off : s.off+s.len : s.off+s.len]
+	sub := func(s span) []byte { return rec[s.off : s.off+s.len : s.off+s.len] }
+	de := &decodedEntry{}
+	de.d[0] = tpmext.Digest{Alg: p.opts.Alg, Value: sub(r.digest)}
+	e := &de.e
+	*e = Entry{PCR: r.pcr, Desc: r.desc, Fields: make([][]byte, r.nfields), Digests: de.d[:]}
+	for i, s := range r.fields[:r.nfields] {
+		e.Fields[i] = sub(s)
 	}
 	if r.imaN {
 		last := len(e.Fields) - 1
@@ -367,25 +381,26 @@ func (p *recordParser) entry(r *parsed, rec []byte) *Entry {
 
 // DecodeAll decodes every record of a binary measurement list. On a
 // malformed record it returns the records before it and a *DecodeError.
-// The entries do not share memory with data.
+// The entries do not share memory with data (they share one copy of it).
 func DecodeAll(data []byte, opts DecodeOptions) ([]*Entry, error) {
 	p, err := newRecordParser(opts)
 	if err != nil {
 		return nil, err
 	}
 	var out []*Entry
-	c := &sliceCursor{data: data}
+	var r parsed
+	// One copy of the input backs every entry.
+	c := &sliceCursor{data: bytes.Clone(data)}
 	for i := 0; ; i++ {
 		start := c.off
-		r, err := p.parse(c, i)
+		err := p.parse(c, i, &r)
 		if err == io.EOF {
 			return out, nil
 		}
 		if err != nil {
 			return out, err
 		}
-		rec := bytes.Clone(data[start:c.off])
-		out = append(out, p.entry(r, rec))
+		out = append(out, p.entry(&r, c.data[start:c.off:c.off]))
 	}
 }
 
@@ -394,6 +409,7 @@ func DecodeAll(data []byte, opts DecodeOptions) ([]*Entry, error) {
 type Decoder struct {
 	p     *recordParser
 	c     streamCursor
+	r     parsed
 	index int
 	err   error
 }
@@ -419,13 +435,12 @@ func (d *Decoder) Next() (*Entry, error) {
 		return nil, d.err
 	}
 	d.c.rec = d.c.rec[:0]
-	r, err := d.p.parse(&d.c, d.index)
-	if err != nil {
+	if err := d.p.parse(&d.c, d.index, &d.r); err != nil {
 		d.err = err
 		return nil, err
 	}
 	d.index++
-	e := d.p.entry(r, bytes.Clone(d.c.rec))
+	e := d.p.entry(&d.r, bytes.Clone(d.c.rec))
 	if cap(d.c.rec) > maxPooled {
 		d.c.rec = nil // do not keep a huge record's buffer
 	}
