@@ -276,3 +276,45 @@ func TestComputeDigestsReuse(t *testing.T) {
 		t.Error("entry without descriptor accepted")
 	}
 }
+
+// TestConcurrentUse: a Layout and the builtins are shared by many
+// goroutines building, hashing, rendering and decoding entries.
+func TestConcurrentUse(t *testing.T) {
+	l := mustLayout(t, tpmext.DefaultBanks(), HashSHA256, LittleEndian)
+	done := make(chan error)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			var err error
+			for i := 0; i < 200 && err == nil; i++ {
+				var ev *Event
+				ev, err = NewFileEvent(fmt.Sprintf("/f/%d/%d", g, i), &File{Content: []byte{byte(g), byte(i)}}, HashSHA256, nil)
+				if err != nil {
+					break
+				}
+				var e *Entry
+				if e, err = l.NewEntry(IMASig, 10, ev); err != nil {
+					break
+				}
+				var rec []byte
+				if rec, err = e.AppendBinary(nil, 1, LittleEndian); err != nil {
+					break
+				}
+				var back []*Entry
+				if back, err = DecodeAll(rec, DecodeOptions{DigestSize: 32}); err != nil {
+					break
+				}
+				want := e.Digests[1].Value
+				got, _ := back[0].TemplateDigest(HashSHA256, LittleEndian)
+				if !bytes.Equal(got, want) {
+					err = fmt.Errorf("goroutine %d entry %d: digest %x, want %x", g, i, got, want)
+				}
+			}
+			done <- err
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
