@@ -66,6 +66,8 @@
 //     Restore, names resolve like lookup_template_desc(): a record named
 //     "d-ng|n-ng" becomes ima-ng (and "d|n" becomes the legacy ima
 //     template, hashed and shown the legacy way, as the kernel would).
+//   - An empty template name is refused when decoding (a kernel restore
+//     would match its ima_template_fmt placeholder, whose name is "").
 //   - Name limits: decoding accepts template names up to MaxNameLenEvmctl
 //     (255) by default, or the caller's limit; Restore uses the kernel's
 //     MaxNameLenRestore (68).
@@ -89,4 +91,7 @@
 // NewEntry or decoding returns them (ComputeDigests rewrites an entry's
 // digests and must not run concurrently with readers of that entry). All
 // functions are safe for concurrent use.
+//
+// Lock order: none; the package takes no locks (its scratch buffers come
+// from a sync.Pool).
 package template

@@ -142,8 +142,7 @@ func (l *Layout) ComputeDigests(e *Entry) error {
 		}
 		v := e.Digests[i].Value
 		if !s.Hashed {
-			copy(v, sha1)
-			clear(v[sha1Size:])
+			clear(v[copy(v, sha1):])
 			continue
 		}
 		hashInfos[s.Algo].sum(v, in)

@@ -234,7 +234,7 @@ func appendDigestField(dst []byte, typ string, algo HashAlgo, digest []byte) []b
 	dst = append(dst, algo.String()...)
 	dst = append(dst, ':', 0)
 	if digest == nil {
-		return append(dst, make([]byte, algo.Size())...)
+		return append(dst, zeros[:algo.Size()]...)
 	}
 	return append(dst, digest...)
 }
