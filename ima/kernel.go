@@ -1,6 +1,7 @@
 package ima
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -78,6 +79,7 @@ type Kernel struct {
 	queue  *measlist.Queue
 	fs     *staging.SecurityFS
 	pcr    uint32
+	bootID string
 
 	mu sync.Mutex
 	// kexecSegmentSize is kexec_segment_size, set at KexecLoad;
@@ -110,7 +112,7 @@ func New(cfg Config) (*Kernel, error) {
 // boot brings IMA up on a TPM that is already running, restoring carried,
 // a kexec dump (nil after a cold boot).
 func boot(cfg Config, carried []byte) (*Kernel, error) {
-	k := &Kernel{cfg: cfg, pcr: DefaultMeasurePCR}
+	k := &Kernel{cfg: cfg, pcr: DefaultMeasurePCR, bootID: newBootID()}
 	if cfg.MeasurePCR != 0 {
 		if cfg.MeasurePCR < 8 || cfg.MeasurePCR > 14 {
 			return nil, fmt.Errorf("ima: CONFIG_IMA_MEASURE_PCR_IDX %d out of range 8..14", cfg.MeasurePCR)
@@ -238,3 +240,15 @@ func (k *Kernel) MeasurePCR() int { return int(k.pcr) }
 // Restored returns what the kexec restore at boot did (nil after a cold
 // boot) and the error the kernel would have logged.
 func (k *Kernel) Restored() (*measlist.RestoreResult, error) { return k.restore, k.restoreErr }
+
+// BootID identifies this kernel instance, as /proc/sys/kernel/random/boot_id
+// does: a random UUID, new at every boot, kexec included.
+func (k *Kernel) BootID() string { return k.bootID }
+
+func newBootID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

@@ -5,7 +5,53 @@
 //
 // It has no kernel counterpart; it implements the "Management of Staged
 // Measurements" and "Remote Attestation Agent Workflow" sections of
-// Documentation/security/IMA-export-delete.rst ("[PATCH v7 12/12]").
+// Documentation/security/IMA-export-delete.rst ("[PATCH v7 12/12]"), on
+// the staging.FS interface, so the same code runs on the simulated
+// securityfs and on /sys/kernel/security/ima.
 //
-// Status: the package is built by a later issue; see the README.
+// # A cycle
+//
+// Prompt: open binary_runtime_measurements_staged O_RDWR (retrying while
+// EBUSY), write "A" (ENOENT: nothing to stage; EACCES: suspended; EEXIST:
+// records already staged, taken as the batch), read to EOF, write the batch
+// to the store and fsync it, write "D", record the answer, close. One
+// transaction: other actors get EBUSY meanwhile.
+//
+// DeleteN: open binary_runtime_measurements O_RDWR, read to EOF, choose N
+// (everything read, or Options.Cover, e.g. what a quote covers), write the
+// first N records durably, write "N", record the answer, close.
+//
+// Answers to the deletion: success and ENOMEM (spec Q3: the kernel has lost
+// the records) commit the batch; ESTALE (a kexec is carrying the records)
+// aborts it, and the records come back in the next kernel's list; anything
+// else leaves it pending for the next cycle.
+//
+// # The store
+//
+// A directory (0700) of append-only segments (0600) of framed entries, each
+// with its length and a CRC-32C (see store.go for the format). A batch is
+// sealed and fsynced, file and directory, before the kernel is asked to
+// delete it; its commit or abort follows the answer. Opening takes an
+// exclusive flock, so one collector owns a store, which closes the "two
+// actors each delete N" hazard the documentation warns about as long as
+// every deleter goes through the same store. Recovery cuts a torn frame at
+// the end of the last segment and any records after the last seal (never
+// sealed, so never deleted from the kernel); damage anywhere else is a
+// CorruptError naming the segment, offset and record number.
+//
+// A sealed batch whose answer was not recorded (a crash between the seal
+// and the commit) is decided from the kernel: if its lists (staged, then
+// current) still start with the batch's records, the kernel kept them and
+// the batch is aborted; otherwise it is committed. This is exact unless the
+// records that follow a deleted batch repeat it byte for byte, which only
+// repeated violation records (or duplicates let in by ima_flush_htable)
+// can do.
+//
+// Records are numbered from the cold boot: a reboot starts a new log in the
+// store (Options.NewBoot = Reboot), a kexec continues it (Kexec).
+//
+// # Lock order
+//
+// Collector.mu (one cycle or one serving request at a time), then the
+// store's flock (held while open), then the kernel's files.
 package collector

@@ -1,0 +1,484 @@
+package collector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/staging"
+)
+
+// Flavour is the staging flavour a collection cycle uses.
+type Flavour int
+
+const (
+	// Prompt stages everything with A on the _staged file, reads it,
+	// saves it and deletes it with D, in one O_RDWR transaction.
+	Prompt Flavour = iota
+	// DeleteN reads the current list through the original file, saves it
+	// and deletes the first N records with N, in one O_RDWR transaction.
+	DeleteN
+)
+
+func (f Flavour) String() string {
+	if f == DeleteN {
+		return "n"
+	}
+	return "prompt"
+}
+
+// BootKind says how the running kernel relates to the one the store last
+// saw, when their boot ids differ.
+type BootKind int
+
+const (
+	// Unknown: Open fails if the boot id changed.
+	Unknown BootKind = iota
+	// Reboot: a cold boot; the store starts a new log. A batch left
+	// pending is kept (committed): its records belong to the old log.
+	Reboot
+	// Kexec: the kernel was kexec'd and carried the old kernel's lists
+	// over; the log continues. A batch left pending is kept only if the
+	// new kernel's lists do not start with it.
+	Kexec
+)
+
+// Step names a point of a collection cycle, for Options.Hook.
+type Step int
+
+const (
+	StepStaged      Step = iota // A answered (prompt), or the writer file is open (N)
+	StepReadPartial             // part of the list has been read
+	StepRead                    // the list has been read to EOF
+	StepWritten                 // the batch is written to the store, not yet fsynced
+	StepSealed                  // the batch is durable; the kernel is not yet asked to delete
+	StepDeleted                 // the kernel deleted the batch; the store does not know yet
+)
+
+// Options configure a collector.
+type Options struct {
+	// Flavour is the staging flavour of Cycle.
+	Flavour Flavour
+	// BootID identifies the running kernel instance
+	// (/proc/sys/kernel/random/boot_id; ima.Kernel.BootID in simulation).
+	BootID string
+	// NewBoot says what happened when BootID differs from the store's.
+	NewBoot BootKind
+	// Layout is the kernel's record layout (banks, ima_hash, byte order),
+	// needed to parse the lists and to serve columns other than SHA-1.
+	// Nil means a little-endian kernel with a SHA-1 bank only.
+	Layout *template.Layout
+	// Cover, if set, chooses how many of the records read from the
+	// current list a DeleteN cycle saves and deletes (for example the
+	// number a quote covers, from eventlog); it gets the log's committed
+	// record count and the records read. Nil deletes everything read.
+	Cover func(committed int, records [][]byte) (int, error)
+	// Retries and Backoff bound the retries of an open refused with
+	// EBUSY (another actor has the files): Backoff doubles after each
+	// attempt up to one second. Zero values mean 50 attempts from 1 ms.
+	Retries int
+	Backoff time.Duration
+	// Hook, if set, runs at each step of a cycle; an error stops the
+	// cycle there, as if the process had died, with no cleanup. For
+	// crash tests.
+	Hook func(Step) error
+}
+
+// Errors a cycle can end with; test with errors.Is.
+var (
+	// ErrStale: the kernel refused the deletion with ESTALE because a
+	// kexec is under way; the copy was discarded, and the records come
+	// back in the next kernel's list.
+	ErrStale = errors.New("collector: kexec in progress: records left to the next kernel")
+	// ErrSuspended: the kernel refused to stage with EACCES (measurement
+	// suspended for a reboot or kexec).
+	ErrSuspended = errors.New("collector: measurement suspended: nothing staged")
+	// ErrBusy: the files stayed busy (EBUSY) through every retry.
+	ErrBusy = errors.New("collector: securityfs busy")
+	// ErrCrashed: Options.Hook stopped the cycle.
+	ErrCrashed = errors.New("collector: stopped by hook")
+)
+
+// Result reports one cycle.
+type Result struct {
+	// Read is the number of records read from the kernel.
+	Read int
+	// Saved is the number of records made durable and deleted from the
+	// kernel (committed).
+	Saved int
+	// Note says why nothing was saved, if so ("nothing to stage", ...).
+	Note string
+}
+
+// Collector saves what the kernel stages and serves the log since boot.
+// Its methods are safe for concurrent use; cycles and serving are
+// serialised.
+type Collector struct {
+	mu     sync.Mutex
+	st     *store
+	fsys   staging.FS
+	opts   Options
+	layout *template.Layout
+}
+
+// Open opens the store in dir (creating it), takes its lock, recovers it
+// after a crash, and reconciles it with the running kernel seen through
+// fsys: a new log after a reboot, the same log after a kexec, and a
+// decision on any batch left pending (see Options.NewBoot).
+func Open(dir string, fsys staging.FS, opts Options) (*Collector, error) {
+	if opts.BootID == "" {
+		return nil, errors.New("collector: Options.BootID is required")
+	}
+	layout := opts.Layout
+	if layout == nil {
+		var err error
+		if layout, err = template.NewLayout(nil, template.HashSHA1, template.LittleEndian); err != nil {
+			return nil, err
+		}
+	}
+	st, err := openStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Collector{st: st, fsys: fsys, opts: opts, layout: layout}
+	if err := c.reconcile(opts.BootID, opts.NewBoot); err != nil {
+		st.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close releases the store.
+func (c *Collector) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st == nil {
+		return os.ErrClosed
+	}
+	err := c.st.close()
+	c.st = nil
+	return err
+}
+
+// SwitchKernel points the collector at another kernel instance (after a
+// reboot or a kexec, in simulations where the collector outlives the
+// kernel) and reconciles the store as Open would.
+func (c *Collector) SwitchKernel(fsys staging.FS, bootID string, kind BootKind) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fsys = fsys
+	return c.reconcile(bootID, kind)
+}
+
+func (c *Collector) reconcile(bootID string, kind BootKind) error {
+	st := c.st
+	switch cur := st.currentBoot(); {
+	case cur == "":
+		return st.startLog(bootID)
+	case cur == bootID:
+		return c.resolvePending()
+	case kind == Reboot:
+		if st.log.state == batchPending {
+			if err := st.resolve(true); err != nil {
+				return err
+			}
+		}
+		return st.startLog(bootID)
+	case kind == Kexec:
+		if err := c.resolvePending(); err != nil {
+			return err
+		}
+		return st.continueLog(bootID)
+	default:
+		return fmt.Errorf("collector: the store was last written under boot %s, the kernel is boot %s: say whether it rebooted or kexec'd (Options.NewBoot)", cur, bootID)
+	}
+}
+
+// resolvePending decides the fate of a sealed batch whose kernel answer was
+// never recorded: if the kernel's lists (staged, then current) still start
+// with its records, the kernel kept them and the batch is aborted;
+// otherwise the kernel deleted them and the batch is committed.
+func (c *Collector) resolvePending() error {
+	st := c.st
+	if st.log.state != batchPending {
+		return nil
+	}
+	head, err := c.kernelRecords(len(st.log.pending))
+	if err != nil {
+		return err
+	}
+	present := len(head) >= len(st.log.pending)
+	for i := 0; present && i < len(st.log.pending); i++ {
+		present = bytes.Equal(head[i], st.log.pending[i])
+	}
+	return st.resolve(!present)
+}
+
+// openRetry opens name, retrying while the kernel answers EBUSY.
+func (c *Collector) openRetry(name string, flag int) (staging.File, error) {
+	retries, backoff := c.opts.Retries, c.opts.Backoff
+	if retries <= 0 {
+		retries = 50
+	}
+	if backoff <= 0 {
+		backoff = time.Millisecond
+	}
+	for attempt := 0; ; attempt++ {
+		f, err := c.fsys.OpenFile(name, flag)
+		if !errors.Is(err, syscall.EBUSY) {
+			return f, err
+		}
+		if attempt+1 >= retries {
+			return nil, fmt.Errorf("%w: %v", ErrBusy, err)
+		}
+		time.Sleep(backoff)
+		if backoff < time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func (c *Collector) hook(s Step) error {
+	if c.opts.Hook != nil {
+		if err := c.opts.Hook(s); err != nil {
+			return fmt.Errorf("%w at step %d: %v", ErrCrashed, s, err)
+		}
+	}
+	return nil
+}
+
+// readRecords reads f to EOF and splits it into records. With hooks set,
+// Options.Hook runs between reads.
+func (c *Collector) readRecords(f staging.File, hooks bool) ([][]byte, error) {
+	var data []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := f.Read(buf)
+		data = append(data, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if hooks {
+			if err := c.hook(StepReadPartial); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c.split(data)
+}
+
+// split cuts a binary list (SHA-1 column) into records, checking each.
+func (c *Collector) split(data []byte) ([][]byte, error) {
+	dec, err := template.NewDecoder(bytes.NewReader(data), template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	var off int64
+	for {
+		if _, err := dec.Next(); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, err
+		}
+		end := dec.Offset()
+		out = append(out, data[off:end:end])
+		off = end
+	}
+}
+
+// Cycle runs one collection cycle of the configured flavour.
+func (c *Collector) Cycle() (Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st == nil {
+		return Result{}, os.ErrClosed
+	}
+	if err := c.resolvePending(); err != nil {
+		return Result{}, err
+	}
+	if c.opts.Flavour == DeleteN {
+		return c.cycleN()
+	}
+	return c.cyclePrompt()
+}
+
+// cyclePrompt: open the staged binary file O_RDWR, A, read to EOF, save, D.
+func (c *Collector) cyclePrompt() (res Result, err error) {
+	f, err := c.openRetry(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
+	if err != nil {
+		return res, err
+	}
+	// The file is closed on every path, a simulated crash included: a
+	// process that dies has its files released by the kernel.
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	stop := func(e error) (Result, error) { return res, e }
+	if _, err := f.Write([]byte("A\n")); err != nil {
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			res.Note = "nothing to stage"
+			return res, nil
+		case errors.Is(err, syscall.EACCES):
+			return res, ErrSuspended
+		case !errors.Is(err, syscall.EEXIST):
+			return res, err
+		}
+		// EEXIST: records are already staged (a crash between A and D,
+		// or another actor): take them as this cycle's batch.
+	}
+	if err := c.hook(StepStaged); err != nil {
+		return stop(err)
+	}
+	records, err := c.readRecords(f, true)
+	if err != nil {
+		return stop(err)
+	}
+	res.Read = len(records)
+	if err := c.hook(StepRead); err != nil {
+		return stop(err)
+	}
+	if len(records) == 0 {
+		res.Note = "staged list empty"
+		return res, nil
+	}
+	if err := c.save(records); err != nil {
+		return stop(err)
+	}
+	_, derr := f.Write([]byte("D\n"))
+	return c.finish(res, derr, len(records), stop)
+}
+
+// cycleN: open the original binary file O_RDWR, read to EOF, save, N.
+func (c *Collector) cycleN() (res Result, err error) {
+	f, err := c.openRetry(staging.BinaryRuntimeMeasurements, os.O_RDWR)
+	if err != nil {
+		return res, err
+	}
+	// The file is closed on every path, a simulated crash included: a
+	// process that dies has its files released by the kernel.
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	stop := func(e error) (Result, error) { return res, e }
+	if err := c.hook(StepStaged); err != nil {
+		return stop(err)
+	}
+	records, err := c.readRecords(f, true)
+	if err != nil {
+		return stop(err)
+	}
+	res.Read = len(records)
+	if err := c.hook(StepRead); err != nil {
+		return stop(err)
+	}
+	n := len(records)
+	if c.opts.Cover != nil {
+		if n, err = c.opts.Cover(len(c.st.log.records), records); err != nil {
+			return res, err
+		}
+		if n < 0 || n > len(records) {
+			return res, fmt.Errorf("collector: Cover chose %d of %d records", n, len(records))
+		}
+	}
+	if n == 0 {
+		res.Note = "nothing to delete"
+		return res, nil
+	}
+	if err := c.save(records[:n]); err != nil {
+		return stop(err)
+	}
+	_, derr := f.Write([]byte(strconv.Itoa(n) + "\n"))
+	return c.finish(res, derr, n, stop)
+}
+
+// save makes a batch durable before the kernel is told to delete it.
+func (c *Collector) save(records [][]byte) error {
+	if err := c.st.writeRecords(records, func() error { return c.hook(StepWritten) }); err != nil {
+		return err
+	}
+	return c.hook(StepSealed)
+}
+
+// finish records the kernel's answer to D or N.
+func (c *Collector) finish(res Result, derr error, n int, stop func(error) (Result, error)) (Result, error) {
+	switch {
+	case derr == nil, errors.Is(derr, syscall.ENOMEM):
+		// ENOMEM: a flushing D could not allocate the new hash table
+		// after detaching the staged records (spec Q3): they are gone
+		// from the kernel all the same, so the saved copy is the only
+		// one.
+		if err := c.hook(StepDeleted); err != nil {
+			return stop(err)
+		}
+		if err := c.st.resolve(true); err != nil {
+			return res, err
+		}
+		res.Saved = n
+		if derr != nil {
+			res.Note = "kernel lost the staged records (ENOMEM); saved copy kept"
+		}
+		return res, nil
+	case errors.Is(derr, syscall.ESTALE):
+		if err := c.st.resolve(false); err != nil {
+			return res, err
+		}
+		return res, ErrStale
+	default:
+		// Another answer (EINVAL for N under ima_flush_htable, ENOENT
+		// if another actor deleted the records first, ...): the batch
+		// stays pending, and the next cycle or Open decides from the
+		// kernel's lists whether the kernel still has the records.
+		return res, fmt.Errorf("collector: deleting %d records: %w", n, derr)
+	}
+}
+
+// kernelRecords reads up to max records (all if max < 0) from the head of
+// the kernel's staged list and then its current list, as a reader. Holding
+// both files open keeps writers out, so the two reads are consistent.
+func (c *Collector) kernelRecords(max int) ([][]byte, error) {
+	names := []string{staging.BinaryRuntimeMeasurementsStaged, staging.BinaryRuntimeMeasurements}
+	files := make([]staging.File, 0, 2)
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, name := range names {
+		f, err := c.openRetry(name, os.O_RDONLY)
+		if errors.Is(err, syscall.ENOENT) && name == staging.BinaryRuntimeMeasurementsStaged {
+			continue // CONFIG_IMA_STAGING=n: no staged list
+		}
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	var out [][]byte
+	for _, f := range files {
+		recs, err := c.readRecords(f, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+		if max >= 0 && len(out) >= max {
+			return out[:max], nil
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,125 @@
+package collector
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/imasim/imasim/ima/template"
+)
+
+// Committed returns the number of records the store holds for the current
+// log: the records deleted from the kernel since boot.
+func (c *Collector) Committed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st == nil {
+		return 0
+	}
+	return len(c.st.log.records)
+}
+
+// Records returns the log since boot from record number from (0 is the
+// first record after the cold boot): the store's records, then what the
+// kernel still holds, staged first, then current, as binary records with
+// the SHA-1 column. It is the list the kernel would show had nothing been
+// staged or deleted.
+func (c *Collector) Records(from int) ([][]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st == nil {
+		return nil, os.ErrClosed
+	}
+	if from < 0 {
+		return nil, fmt.Errorf("collector: negative record number %d", from)
+	}
+	if err := c.resolvePending(); err != nil {
+		return nil, err
+	}
+	kernel, err := c.kernelRecords(-1)
+	if err != nil {
+		return nil, err
+	}
+	saved := c.st.log.records
+	all := make([][]byte, 0, max(0, len(saved)+len(kernel)-from))
+	if from < len(saved) {
+		all = append(all, saved[from:]...)
+		from = 0
+	} else {
+		from -= len(saved)
+	}
+	if from < len(kernel) {
+		all = append(all, kernel[from:]...)
+	}
+	return all, nil
+}
+
+// Format is an output format of WriteLog.
+type Format int
+
+const (
+	// Binary is binary_runtime_measurements_<alg>.
+	Binary Format = iota
+	// ASCII is ascii_runtime_measurements_<alg>.
+	ASCII
+)
+
+// WriteLog writes the log since boot from record from to w as the kernel's
+// list file of the layout's slot would show it had nothing been staged:
+// Binary or ASCII, with that slot's template digests (recomputed from the
+// template data for slots other than SHA-1; zero for violations). It
+// returns the number of records written.
+func (c *Collector) WriteLog(w io.Writer, from int, format Format, slot int) (int, error) {
+	records, err := c.Records(from)
+	if err != nil {
+		return 0, err
+	}
+	sha1 := c.layout.SHA1Index()
+	if slot < 0 || slot >= c.layout.NumSlots() {
+		return 0, fmt.Errorf("collector: slot %d out of range 0..%d", slot, c.layout.NumSlots()-1)
+	}
+	var out []byte
+	for i, rec := range records {
+		if format == Binary && slot == sha1 {
+			out = append(out, rec...)
+		} else {
+			e, err := c.entry(rec)
+			if err != nil {
+				return 0, fmt.Errorf("collector: record %d: %w", from+i, err)
+			}
+			if format == ASCII {
+				out, err = e.AppendASCII(out, slot, c.layout.Order())
+			} else {
+				out, err = e.AppendBinary(out, slot, c.layout.Order())
+			}
+			if err != nil {
+				return 0, fmt.Errorf("collector: record %d: %w", from+i, err)
+			}
+		}
+		if len(out) >= 1<<20 {
+			if _, err := w.Write(out); err != nil {
+				return 0, err
+			}
+			out = out[:0]
+		}
+	}
+	if _, err := w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(records), nil
+}
+
+// entry decodes a stored record and recomputes its digests for every slot
+// of the layout, as a kexec restore does.
+func (c *Collector) entry(rec []byte) (*template.Entry, error) {
+	dec, err := template.NewDecoder(bytes.NewReader(rec), template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
+	if err != nil {
+		return nil, err
+	}
+	e, err := dec.Next()
+	if err != nil {
+		return nil, err
+	}
+	return c.layout.RestoreEntry(e)
+}
