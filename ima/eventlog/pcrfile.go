@@ -1,0 +1,108 @@
+package eventlog
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/imasim/imasim/tpmext"
+)
+
+// ErrPCRFile is wrapped by the errors of ParsePCRFile.
+var ErrPCRFile = errors.New("eventlog: malformed PCR file")
+
+// ParsePCRFile reads the values of one bank's PCRs from a text file in
+// either of two styles:
+//
+//	PCR-10: 9be6bac02bf18d09d17e726c2df00bca4e8831ea
+//	 PCR 10: 9b e6 ba c0 2b f1 8d 09 d1 7e 72 6c 2d f0 0b ca 4e 88 31 ea
+//
+// The first is evmctl's --pcrs format (also TPM 1.2 sysfs "pcrs", whose
+// hex has single spaces between bytes); the second the IBM TSS style of
+// imakvtpcr10.txt. Hex may be upper or lower case; blank lines and lines
+// starting with '#' are skipped. Lines may come in any order and need not
+// start at PCR 0.
+//
+// A file may give several values for one PCR, one per bank, as
+// imakvtpcr10.txt does for four banks without naming them: the value whose
+// length is bank's digest size is taken. It is an error if no value, or
+// more than one differing value, has that length.
+//
+// Follows the parsing of ima-evm-utils src/evmctl.c:read_one_bank(), more
+// leniently (evmctl takes only PCR-00, PCR-01, ... in order).
+func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
+	if !bank.Known() {
+		return nil, fmt.Errorf("%w: unknown bank %v", ErrPCRFile, bank)
+	}
+	type value struct {
+		line int
+		v    []byte
+	}
+	byPCR := map[int][]value{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 64<<10)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		head, rest, ok := strings.Cut(line, ":")
+		if !ok || len(head) < 4 || !strings.EqualFold(head[:3], "PCR") || (head[3] != '-' && head[3] != ' ') {
+			return nil, fmt.Errorf("%w: line %d: want \"PCR-NN: hex\" or \"PCR NN: hex\"", ErrPCRFile, n)
+		}
+		num := strings.TrimSpace(head[4:])
+		pcr, err := strconv.Atoi(num)
+		if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
+			return nil, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+		}
+		h := strings.ReplaceAll(strings.TrimSpace(rest), " ", "")
+		v, err := hex.DecodeString(h)
+		if err != nil || len(v) == 0 {
+			return nil, fmt.Errorf("%w: line %d: PCR %d value is not hex", ErrPCRFile, n, pcr)
+		}
+		byPCR[pcr] = append(byPCR[pcr], value{n, v})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPCRFile, err)
+	}
+	if len(byPCR) == 0 {
+		return nil, fmt.Errorf("%w: no PCR values", ErrPCRFile)
+	}
+	out := make(map[int][]byte, len(byPCR))
+	for pcr, vs := range byPCR {
+		var pick []byte
+		var sizes []int
+		for _, v := range vs {
+			sizes = append(sizes, len(v.v))
+			if len(v.v) != bank.Size() {
+				continue
+			}
+			if pick != nil && !bytes.Equal(pick, v.v) {
+				return nil, fmt.Errorf("%w: line %d: a second, different %d-byte value for PCR %d", ErrPCRFile, v.line, bank.Size(), pcr)
+			}
+			pick = v.v
+		}
+		if pick == nil {
+			return nil, fmt.Errorf("%w: no %d-byte value for %v PCR %d (the file gives %v-byte values: another bank?)", ErrPCRFile, bank.Size(), bank, pcr, slices.Compact(sizes))
+		}
+		out[pcr] = pick
+	}
+	return out, nil
+}
+
+// AppendPCRFile appends values (values[i] is PCR i) in evmctl's --pcrs
+// format: "PCR-NN: hex" lines from PCR-00 on, the only shape evmctl reads.
+func AppendPCRFile(dst []byte, values [][]byte) []byte {
+	for i, v := range values {
+		dst = fmt.Appendf(dst, "PCR-%02d: %x\n", i, v)
+	}
+	return dst
+}
