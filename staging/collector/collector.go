@@ -167,6 +167,13 @@ func (c *Collector) Close() error {
 	return err
 }
 
+// SetHook replaces Options.Hook for the next cycles.
+func (c *Collector) SetHook(h func(Step) error) {
+	c.mu.Lock()
+	c.opts.Hook = h
+	c.mu.Unlock()
+}
+
 // SwitchKernel points the collector at another kernel instance (after a
 // reboot or a kexec, in simulations where the collector outlives the
 // kernel) and reconciles the store as Open would.
