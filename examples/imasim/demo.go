@@ -1,15 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
+	"github.com/imasim/imasim/ima/eventlog"
+	"github.com/imasim/imasim/measlist"
+	"github.com/imasim/imasim/staging/collector"
 	"github.com/imasim/imasim/tpmext"
 )
 
 func init() {
-	commands["demo"] = command{"boot a simulated TPM, extend PCRs, print them", runDemo}
+	commands["demo"] = command{"measure, stage both ways, kexec between A and D, verify against PCR 10", runDemo}
 }
 
 // openTPM returns the TPM back end named by kind: "simulator" (needs cgo),
@@ -24,10 +30,10 @@ func openTPM(kind string, banks []tpmext.Algorithm) (tpmext.TPM, string, error) 
 	switch kind {
 	case "simulator":
 		s, err := tpmext.NewSimulator(banks...)
-		return s, "go-tpm-tools simulator", err
+		return s, "go-tpm-tools TPM 2.0 simulator", err
 	case "software":
 		s, err := tpmext.NewSoftware(banks...)
-		return s, "pure-Go software banks", err
+		return s, "pure-Go software PCR banks", err
 	}
 	return nil, "", fmt.Errorf("unknown TPM back end %q (want auto, simulator or software)", kind)
 }
@@ -36,50 +42,65 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	tpmKind := fs.String("tpm", "auto", "TPM back end: auto, simulator or software")
+	records := fs.Int("records", 425, "measurement events")
+	seed := fs.Int64("seed", 7, "workload seed")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	tpm, what, err := openTPM(*tpmKind, nil)
+	dir, err := os.MkdirTemp("", "imasim-demo-")
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim demo:", err)
 		return 1
 	}
-	defer tpm.Close()
+	defer os.RemoveAll(dir)
+	w := &workload{
+		Records: *records, Flavour: "both", StageEvery: 50, Template: "ima-ng",
+		Violations: *records / 60, KexecAfter: *records / 2, Seed: *seed, TPMKind: *tpmKind,
+		StoreDir: filepath.Join(dir, "store"),
+		progress: func(s string) { fmt.Fprintln(stdout, "  "+s) },
+	}
+	fmt.Fprintln(stdout, "imasim demo: a simulated Linux 7.2 IMA with CONFIG_IMA_STAGING and CONFIG_IMA_KEXEC")
+	if err := w.run(); err != nil {
+		fmt.Fprintln(stderr, "imasim demo:", err)
+		return 1
+	}
+	defer w.tpm.Close()
+	defer w.coll.Close()
+	fmt.Fprintf(stdout, "  TPM: %s, banks %v\n", w.tpmWhat, w.tpm.Banks())
 
-	fmt.Fprintln(stdout, "imasim demo")
-	fmt.Fprintln(stdout, "Only the TPM layer exists so far: the measurement list, staging and")
-	fmt.Fprintln(stdout, "the collector come with later issues. This run boots a TPM, extends")
-	fmt.Fprintln(stdout, "PCRs 0-9 as firmware would and PCR 10 as IMA would, and prints them.")
-	fmt.Fprintf(stdout, "\nTPM: %s, banks %v\n", what, tpm.Banks())
-	extend := func(pcr int, event string) error {
-		var ds []tpmext.Digest
-		for _, alg := range tpm.Banks() {
-			ds = append(ds, tpmext.Digest{Alg: alg, Value: alg.Sum([]byte(event))})
-		}
-		return tpm.Extend(pcr, ds)
-	}
-	for pcr := 0; pcr < 10; pcr++ {
-		if err := extend(pcr, fmt.Sprintf("firmware event for PCR %d", pcr)); err != nil {
-			fmt.Fprintln(stderr, "imasim demo:", err)
-			return 1
-		}
-	}
-	for i := 0; i < 3; i++ {
-		if err := extend(10, fmt.Sprintf("measurement %d", i)); err != nil {
-			fmt.Fprintln(stderr, "imasim demo:", err)
-			return 1
-		}
-	}
-	pcrs, err := tpm.ReadPCRs()
+	q := w.kernel.Queue()
+	var log bytes.Buffer
+	n, err := w.coll.WriteLog(&log, 0, collector.Binary, w.kernel.Layout().SHA1Index())
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim demo:", err)
 		return 1
 	}
-	for _, alg := range tpm.Banks() {
-		fmt.Fprintf(stdout, "\n%s bank:\n", alg)
-		for pcr := 0; pcr <= 10; pcr++ {
-			fmt.Fprintf(stdout, "  PCR-%02d: %x\n", pcr, pcrs[alg][pcr])
-		}
+	s := w.stats
+	fmt.Fprintf(stdout, "\nmeasured       %d files (%d re-measurements rejected as duplicates), %d violations\n", s.measured, s.duplicates, s.violations)
+	fmt.Fprintf(stdout, "collected      %d cycles, prompt (A, read, D) and N in turn; %d records saved and deleted from the kernel\n", s.cycles, s.saved)
+	fmt.Fprintf(stdout, "kexec          %d, between A and D: D answered ESTALE %d time(s), the staged records rode along\n", s.kexecs, s.stale)
+	fmt.Fprintf(stdout, "kernel list    at most %d records (%d bytes serialized); now %d records (%d bytes)\n",
+		s.peakKernelRecords, s.peakKernelBytes, q.NumRecords(measlist.Binary)+q.NumRecords(measlist.BinaryStaged), kernelListBytes(q))
+	fmt.Fprintf(stdout, "log since boot %d records: %d from the collector's store, %d still in the kernel\n", n, w.coll.Committed(), n-w.coll.Committed())
+
+	el, err := eventlog.ParseEventLog(log.Bytes(), eventlog.Options{})
+	if err != nil {
+		fmt.Fprintln(stderr, "imasim demo:", err)
+		return 1
 	}
+	want := eventlog.Expected{}
+	for _, alg := range w.tpm.Banks() {
+		v, err := w.tpm.ReadPCR(10, alg)
+		if err != nil {
+			fmt.Fprintln(stderr, "imasim demo:", err)
+			return 1
+		}
+		want[alg] = map[int][]byte{10: v}
+	}
+	if _, err := el.Verify(want, eventlog.ReplayOptions{}); err != nil {
+		fmt.Fprintf(stdout, "verification   FAILED: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "verification   the concatenated log replays to PCR 10 of every bank (%v): OK\n", w.tpm.Banks())
 	return 0
 }

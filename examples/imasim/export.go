@@ -54,7 +54,7 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, exportHelp); fs.PrintDefaults() }
 	dir := fs.String("dir", "", "output directory (required)")
 	records := fs.Int("records", 1000, "measurement events")
-	flavour := fs.String("flavour", "prompt", "staging flavour: prompt, n or none")
+	flavour := fs.String("flavour", "prompt", "staging flavour: prompt, n, both (in turn) or none")
 	every := fs.Int("stage-every", 100, "run a collection cycle every K events")
 	banks := fs.String("banks", "sha1,sha256", "TPM banks, in the TPM's order")
 	tmpl := fs.String("template", "ima-ng", "ima_template")
@@ -72,9 +72,9 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch *flavour {
-	case "prompt", "n", "none":
+	case "prompt", "n", "both", "none":
 	default:
-		fmt.Fprintf(stderr, "imasim export: unknown flavour %q (want prompt, n or none)\n", *flavour)
+		fmt.Fprintf(stderr, "imasim export: unknown flavour %q (want prompt, n, both or none)\n", *flavour)
 		return 2
 	}
 	bankList, err := tpmext.ParseBanks(*banks)

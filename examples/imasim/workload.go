@@ -10,6 +10,7 @@ import (
 
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
 	"github.com/imasim/imasim/tpmext"
@@ -21,7 +22,7 @@ import (
 // log since boot (unless ima_flush_htable lets duplicates back in).
 type workload struct {
 	Records    int    // measurement events (files and violations)
-	Flavour    string // "prompt", "n" or "none"
+	Flavour    string // "prompt", "n", "both" (alternating) or "none"
 	StageEvery int    // run a collection cycle every this many events
 	Banks      []tpmext.Algorithm
 	Template   string
@@ -88,16 +89,12 @@ func (w *workload) run() error {
 	if w.kernel, err = ima.New(cfg); err != nil {
 		return err
 	}
-	flavour := collector.Prompt
-	if w.Flavour == "n" {
-		flavour = collector.DeleteN
-	}
 	root := staging.Root(4242)
 	if err := os.MkdirAll(filepath.Dir(w.StoreDir), 0o755); err != nil {
 		return err
 	}
 	if w.coll, err = collector.Open(w.StoreDir, w.kernel.FS(root), collector.Options{
-		Flavour: flavour, BootID: w.kernel.BootID(), Layout: w.kernel.Layout(),
+		BootID: w.kernel.BootID(), Layout: w.kernel.Layout(),
 	}); err != nil {
 		return err
 	}
@@ -118,7 +115,7 @@ func (w *workload) run() error {
 			continue
 		}
 		if w.Flavour != "none" && w.StageEvery > 0 && (i+1)%w.StageEvery == 0 {
-			if err := w.cycle(nil); err != nil {
+			if err := w.cycle(w.nextFlavour(), nil); err != nil {
 				return err
 			}
 		}
@@ -155,21 +152,33 @@ func (w *workload) measure(r *rand.Rand, i int, violation bool) error {
 
 func (w *workload) notePeak() {
 	q := w.kernel.Queue()
-	n := q.NumRecords(0) + q.NumRecords(1) // BINARY + BINARY_STAGED
+	n := q.NumRecords(measlist.Binary) + q.NumRecords(measlist.BinaryStaged)
 	if n > w.stats.peakKernelRecords {
 		w.stats.peakKernelRecords = n
 	}
+	if b := kernelListBytes(q); b > w.stats.peakKernelBytes {
+		w.stats.peakKernelBytes = b
+	}
+}
+
+// nextFlavour is the flavour of the next regular cycle: the configured one,
+// or prompt and n in turn for "both".
+func (w *workload) nextFlavour() collector.Flavour {
+	if w.Flavour == "n" || (w.Flavour == "both" && w.stats.cycles%2 == 1) {
+		return collector.DeleteN
+	}
+	return collector.Prompt
 }
 
 // cycle runs one collection cycle; hook, if set, runs at StepSealed.
-func (w *workload) cycle(hook func() error) error {
+func (w *workload) cycle(flavour collector.Flavour, hook func() error) error {
 	w.coll.SetHook(func(s collector.Step) error {
 		if s == collector.StepSealed && hook != nil {
 			return hook()
 		}
 		return nil
 	})
-	res, err := w.coll.Cycle()
+	res, err := w.coll.CycleFlavour(flavour)
 	w.stats.cycles++
 	w.stats.saved += res.Saved
 	switch {
@@ -191,8 +200,8 @@ func (w *workload) kexec(root staging.Task) error {
 		next, err = w.kernel.Kexec()
 		return err
 	}
-	if w.Flavour == "prompt" {
-		if err := w.cycle(doKexec); err != nil {
+	if w.Flavour == "prompt" || w.Flavour == "both" {
+		if err := w.cycle(collector.Prompt, doKexec); err != nil {
 			return err
 		}
 	}
@@ -205,4 +214,10 @@ func (w *workload) kexec(root staging.Task) error {
 	w.stats.kexecs++
 	w.logf("kexec into boot %s", next.BootID())
 	return w.coll.SwitchKernel(next.FS(root), next.BootID(), collector.Kexec)
+}
+
+// kernelListBytes is the serialized size of what the kernel holds, current
+// and staged (binary_runtime_size without the kexec headers).
+func kernelListBytes(q *measlist.Queue) uint64 {
+	return q.BinaryRuntimeSize(measlist.Binary) + q.BinaryRuntimeSize(measlist.BinaryStaged) - 2*measlist.KexecHeaderSize
 }

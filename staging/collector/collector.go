@@ -305,7 +305,10 @@ func (c *Collector) split(data []byte) ([][]byte, error) {
 }
 
 // Cycle runs one collection cycle of the configured flavour.
-func (c *Collector) Cycle() (Result, error) {
+func (c *Collector) Cycle() (Result, error) { return c.CycleFlavour(c.opts.Flavour) }
+
+// CycleFlavour runs one collection cycle of flavour f.
+func (c *Collector) CycleFlavour(f Flavour) (Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.st == nil {
@@ -314,7 +317,7 @@ func (c *Collector) Cycle() (Result, error) {
 	if err := c.resolvePending(); err != nil {
 		return Result{}, err
 	}
-	if c.opts.Flavour == DeleteN {
+	if f == DeleteN {
 		return c.cycleN()
 	}
 	return c.cyclePrompt()
