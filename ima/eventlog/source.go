@@ -31,6 +31,12 @@ type batch struct {
 	rows  []byte
 	flags []uint8
 	done  chan struct{} // the worker's signal that rows and flags are ready
+	// Filled by the bank goroutines: per bank j, match[j*len(recs)+i]
+	// says whether the bank's part of the target matches after record i,
+	// and snap[j*snapStride:] holds its values before the batch.
+	match []bool
+	snap  []byte
+	ext   chan struct{} // one signal per bank that extended the batch
 }
 
 func newBatch() *batch { return &batch{done: make(chan struct{}, 1)} }
