@@ -1,0 +1,433 @@
+// Package refmodel is a reference model of package measlist's queue: the
+// kernel's measurement list after the staging series ("[PATCH v7 00/12]
+// ima: Exporting and deleting IMA measurement records from kernel memory",
+// Linux 7.2), written as plainly as the rules of kernel-staging.md §2 and
+// §4 and kernel-baseline.md §2, §3 and §8 allow: slices and maps under one
+// mutex, no RCU, no lock-free readers, no split between work done under the
+// mutex and work done outside it, sizes recomputed from the lists rather
+// than kept as running sums.
+//
+// No kernel counterpart as code; it exists so that the property test of
+// measlist can apply the same operations to both and compare everything
+// observable after each one.
+package refmodel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/bits"
+	"sync"
+	"syscall"
+
+	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/tpmext"
+)
+
+// The three lists counted by the kernel, in measlist's order.
+const (
+	Binary = iota
+	BinaryStaged
+	BinaryFull
+)
+
+// NotTracked is ULONG_MAX on a 64-bit kernel.
+const NotTracked = math.MaxUint64
+
+// HeaderSize is sizeof(struct ima_kexec_hdr).
+const HeaderSize = 24
+
+// Config is the kernel configuration of a model.
+type Config struct {
+	Layout *template.Layout
+	// Banks are the TPM's banks; nil is TPM bypass.
+	Banks          []tpmext.Algorithm
+	HtableDisabled bool
+	FlushHtable    bool
+	Kexec          bool
+}
+
+// Key is a hash-table key: the template digest in the ima_hash slot and
+// the PCR.
+type Key struct {
+	Digest string
+	PCR    uint32
+}
+
+// KeyOf returns e's hash-table key under layout l.
+func KeyOf(l *template.Layout, e *template.Entry) Key {
+	return Key{string(e.Digests[l.HashIndex()].Value), e.PCR}
+}
+
+// Model is the reference queue. Its methods take one mutex each.
+type Model struct {
+	mu  sync.Mutex
+	cfg Config
+	// flush is ima_flush_htable as in effect (ignored without a table).
+	flush bool
+
+	current, staged []*template.Entry
+	// freed are the records deleted by D or N, whose template data the
+	// queue must have released; lost are the records of a D whose flush
+	// allocation failed (Q3): in no list, not released.
+	freed, lost []*template.Entry
+
+	h          map[Key]bool
+	hlen       int // insertions into the current table (violations repeat keys)
+	full       int64
+	fullSize   uint64 // saturating Σ sz of every appended record
+	suspended  bool
+	violations int64
+	generation uint64
+	pcrs       tpmext.PCRValues
+	tpmErrors  int64
+	failAlloc  bool
+}
+
+// New returns an empty model, with PCRs at their reset values.
+func New(cfg Config) *Model {
+	m := &Model{cfg: cfg, flush: cfg.FlushHtable && !cfg.HtableDisabled, h: map[Key]bool{}}
+	if cfg.Banks != nil {
+		m.pcrs = make(tpmext.PCRValues, len(cfg.Banks))
+		for _, alg := range cfg.Banks {
+			vals := make([][]byte, tpmext.NumPCRs)
+			for p := range vals {
+				vals[p] = tpmext.InitialPCRValue(p, alg)
+			}
+			m.pcrs[alg] = vals
+		}
+	}
+	return m
+}
+
+// Warnings are the kernel's setup messages.
+func (m *Model) Warnings() []string {
+	if m.cfg.FlushHtable && m.cfg.HtableDisabled {
+		return []string{"Hash table not enabled, ignoring request to flush"}
+	}
+	return nil
+}
+
+// FlushHtable reports whether ima_flush_htable is in effect.
+func (m *Model) FlushHtable() bool { return m.flush }
+
+func (m *Model) key(e *template.Entry) Key { return KeyOf(m.cfg.Layout, e) }
+
+// Add is measure(r) of the transition table.
+func (m *Model) Add(e *template.Entry) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.suspended {
+		return syscall.ENODEV
+	}
+	if !e.Violation && !m.cfg.HtableDisabled && m.h[m.key(e)] {
+		return syscall.EEXIST
+	}
+	m.appendLocked(e)
+	if !m.cfg.HtableDisabled {
+		m.h[m.key(e)] = true
+		m.hlen++
+	}
+	if m.pcrs == nil {
+		return nil
+	}
+	if e.PCR >= tpmext.NumPCRs || (e.PCR >= 17 && e.PCR <= 22) {
+		m.tpmErrors++ // the TPM refuses; the record stays
+		return nil
+	}
+	for _, alg := range m.cfg.Banks {
+		d := bytes.Repeat([]byte{0xff}, alg.Size())
+		if !e.Violation {
+			d = digestOf(e, alg)
+		}
+		m.pcrs[alg][e.PCR] = tpmext.ExtendValue(alg, m.pcrs[alg][e.PCR], d)
+	}
+	return nil
+}
+
+func digestOf(e *template.Entry, alg tpmext.Algorithm) []byte {
+	for _, d := range e.Digests {
+		if d.Alg == alg {
+			return d.Value
+		}
+	}
+	panic("refmodel: entry has no digest for a TPM bank")
+}
+
+func (m *Model) appendLocked(e *template.Entry) {
+	m.current = append(m.current, e)
+	m.full++
+	if sz := uint64(e.BinaryRuntimeSize()); m.fullSize < NotTracked-sz {
+		m.fullSize += sz
+	} else {
+		m.fullSize = NotTracked
+	}
+}
+
+// AddViolation counts a violation.
+func (m *Model) AddViolation() {
+	m.mu.Lock()
+	m.violations++
+	m.mu.Unlock()
+}
+
+// Restore appends records carried over by kexec: no hash table, no TPM, no
+// suspension check.
+func (m *Model) Restore(es ...*template.Entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range es {
+		m.appendLocked(e)
+	}
+}
+
+// Stage is A.
+func (m *Model) Stage() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case len(m.staged) > 0:
+		return syscall.EEXIST
+	case len(m.current) == 0:
+		return syscall.ENOENT
+	case m.suspended:
+		return syscall.EACCES
+	}
+	m.staged, m.current = m.current, nil
+	m.generation++
+	return nil
+}
+
+// SetFailAlloc makes the next flush allocations fail (or not).
+func (m *Model) SetFailAlloc(fail bool) {
+	m.mu.Lock()
+	m.failAlloc = fail
+	m.mu.Unlock()
+}
+
+// DeleteStaged is D.
+func (m *Model) DeleteStaged() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case len(m.staged) == 0:
+		return 0, syscall.ENOENT
+	case m.suspended:
+		return 0, syscall.ESTALE
+	}
+	trim := m.staged
+	m.staged = nil
+	m.generation++
+	if m.flush {
+		if m.failAlloc {
+			m.lost = append(m.lost, trim...)
+			return 0, syscall.ENOMEM
+		}
+		m.h = map[Key]bool{}
+		m.hlen = 0
+	}
+	m.freed = append(m.freed, trim...)
+	return len(trim), nil
+}
+
+// DeletePartial is N.
+func (m *Model) DeletePartial(n uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case n == 0:
+		return syscall.EINVAL
+	case n > uint64(len(m.current)):
+		return syscall.ENOENT
+	case m.suspended:
+		return syscall.ESTALE
+	}
+	m.freed = append(m.freed, m.current[:n]...)
+	m.current = append([]*template.Entry(nil), m.current[n:]...)
+	m.generation++
+	return nil
+}
+
+// Suspend sets the suspended flag.
+func (m *Model) Suspend() {
+	m.mu.Lock()
+	m.suspended = true
+	m.mu.Unlock()
+}
+
+// Snapshot is everything the model says is observable.
+type Snapshot struct {
+	Current, Staged []*template.Entry
+	Counts          [3]int64
+	Sizes           [3]uint64
+	Violations      int64
+	Generation      uint64
+	HtableLen       int
+	Suspended       bool
+	TPMErrors       int64
+	PCRs            tpmext.PCRValues
+}
+
+// Snapshot returns the observable state, sharing nothing with the model.
+func (m *Model) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Snapshot{
+		Current:    append([]*template.Entry(nil), m.current...),
+		Staged:     append([]*template.Entry(nil), m.staged...),
+		Counts:     [3]int64{int64(len(m.current)), int64(len(m.staged)), m.full},
+		Violations: m.violations,
+		Generation: m.generation,
+		HtableLen:  m.hlen,
+		Suspended:  m.suspended,
+		TPMErrors:  m.tpmErrors,
+	}
+	s.Sizes = [3]uint64{NotTracked, NotTracked, NotTracked}
+	if m.cfg.Kexec {
+		s.Sizes = [3]uint64{withHeader(sumSize(m.current)), withHeader(sumSize(m.staged)), withHeader(m.fullSize)}
+	}
+	if m.pcrs != nil {
+		s.PCRs = make(tpmext.PCRValues, len(m.pcrs))
+		for alg, vals := range m.pcrs {
+			s.PCRs[alg] = append([][]byte(nil), vals...)
+		}
+	}
+	return s
+}
+
+func sumSize(es []*template.Entry) uint64 {
+	var n uint64
+	for _, e := range es {
+		n += uint64(e.BinaryRuntimeSize())
+	}
+	return n
+}
+
+// withHeader is ima_get_binary_runtime_size().
+func withHeader(v uint64) uint64 {
+	if v >= NotTracked-HeaderSize {
+		return NotTracked
+	}
+	return v + HeaderSize
+}
+
+// InHtable reports whether k is in the hash table.
+func (m *Model) InHtable(k Key) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.h[k]
+}
+
+// Freed returns the records deleted so far, in deletion order.
+func (m *Model) Freed() []*template.Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*template.Entry(nil), m.freed...)
+}
+
+// Lost returns the records lost by a failed flush (Q3).
+func (m *Model) Lost() []*template.Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*template.Entry(nil), m.lost...)
+}
+
+// KexecSegmentSize is the segment ima_add_kexec_buffer() reserves, or
+// false when the kernel logs "Binary measurement list too large." (always
+// without CONFIG_IMA_KEXEC). extraKB <= 0 means half a page; page 0 means
+// 4096; ram 0 means 24 GiB.
+func (m *Model) KexecSegmentSize(extraKB int, page, ram uint64) (uint64, bool) {
+	if !m.cfg.Kexec {
+		return 0, false
+	}
+	if page == 0 {
+		page = 4096
+	}
+	if ram == 0 {
+		ram = 24 << 30
+	}
+	extra := page / 2
+	if extraKB > 0 {
+		extra = uint64(extraKB) * 1024
+	}
+	s := m.Snapshot()
+	size, over := bits.Add64(s.Sizes[Binary], s.Sizes[BinaryStaged], 0)
+	size, over2 := bits.Add64(size, extra, 0)
+	if over+over2 != 0 || size >= NotTracked-page {
+		return 0, false
+	}
+	seg := (size + page - 1) / page * page
+	if seg/page > ram/page/2 {
+		return 0, false
+	}
+	return seg, true
+}
+
+// Dump is the kexec segment written from S ++ C: the header and the SHA-1
+// binary records, the segment filled byte by byte; a record is started
+// only while the segment has room, and EINVAL is returned when one could
+// not be started.
+func (m *Model) Dump(segment uint64) ([]byte, error) {
+	s := m.Snapshot()
+	l := m.cfg.Layout
+	out := make([]byte, HeaderSize)
+	var count uint64
+	var err error
+	for _, e := range append(s.Staged, s.Current...) {
+		if uint64(len(out)) >= segment {
+			err = syscall.EINVAL
+			break
+		}
+		count++
+		rec, aerr := e.AppendBinary(nil, l.SHA1Index(), l.Order())
+		if aerr != nil {
+			panic(aerr)
+		}
+		out = append(out, rec[:min(uint64(len(rec)), segment-uint64(len(out)))]...)
+	}
+	var bo binary.ByteOrder = binary.LittleEndian
+	if l.Order() == template.BigEndian {
+		bo = binary.BigEndian
+	}
+	bo.PutUint16(out[0:], 1)
+	bo.PutUint64(out[8:], uint64(len(out)))
+	bo.PutUint64(out[16:], count)
+	return out, err
+}
+
+// Carried returns the records a new kernel restores from Dump(segment),
+// in order, and the error its restore ends with: every record counted in
+// the header whose bytes all fit, and EINVAL when the last counted one was
+// cut (its template is one a restore accepts: the model's callers use no
+// other).
+func (m *Model) Carried(segment uint64) ([]*template.Entry, error) {
+	s := m.Snapshot()
+	l := m.cfg.Layout
+	pos := uint64(HeaderSize)
+	var out []*template.Entry
+	for _, e := range append(s.Staged, s.Current...) {
+		if pos >= segment {
+			break
+		}
+		pos += uint64(e.BinarySize(l.Slot(l.SHA1Index()).Size))
+		if pos > segment {
+			return out, syscall.EINVAL
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Kexec returns the model of the next kernel after a kexec that carried
+// the given records (restored entries built by the real restore): the
+// same configuration and TPM, whose PCRs are not reset, and nothing else.
+func (m *Model) Kexec(restored []*template.Entry) *Model {
+	next := New(m.cfg)
+	m.mu.Lock()
+	for alg, vals := range m.pcrs {
+		next.pcrs[alg] = append([][]byte(nil), vals...)
+	}
+	m.mu.Unlock()
+	next.Restore(restored...)
+	return next
+}
