@@ -92,6 +92,8 @@ type Queue struct {
 	generation atomic.Uint64
 	// lastHold is the mutex hold time of the last A, D or N, in ns.
 	lastHold atomic.Int64
+	// kmem models the kernel memory of the records.
+	kmem kmemCounters
 
 	// writerMutex serialises Stage, DeleteStaged and DeletePartial. It
 	// stands in for the single-writer exclusion that ima_fs.c enforces
@@ -219,6 +221,7 @@ func (q *Queue) Add(e *template.Entry) error {
 	if len(e.Digests) != q.layout.NumSlots() {
 		return fmt.Errorf("measlist: entry has %d digests, the layout has %d slots: compute its digests first", len(e.Digests), q.layout.NumSlots())
 	}
+	live, _ := RecordFootprint(e, q.layout.NumSlots())
 	q.extendListMutex.Lock()
 	defer q.extendListMutex.Unlock()
 	if q.suspended {
@@ -229,7 +232,7 @@ func (q *Queue) Add(e *template.Entry) error {
 			return syscall.EEXIST // audit cause "hash_exists"
 		}
 	}
-	q.addDigestEntryLocked(e, !q.cfg.HtableDisabled)
+	q.addDigestEntryLocked(e, !q.cfg.HtableDisabled, live)
 	if q.cfg.TPM == nil {
 		return nil
 	}
@@ -250,9 +253,10 @@ func (q *Queue) Add(e *template.Entry) error {
 // Mirrors security/integrity/ima/ima_queue.c:ima_add_digest_entry()
 // ([PATCH v7 09/12]).
 //
-// Preconditions: extendListMutex is held.
-func (q *Queue) addDigestEntryLocked(e *template.Entry, updateHtable bool) {
+// Preconditions: extendListMutex is held; live is e's RecordFootprint.
+func (q *Queue) addDigestEntryLocked(e *template.Entry, updateHtable bool, live int) {
 	qe := &qentry{entry: e}
+	q.kmem.lists.Add(int64(live))
 	q.current.appendLocked(qe)
 	q.numRecords[Binary].Add(1)
 	q.numRecords[BinaryFull].Add(1)
@@ -288,9 +292,10 @@ func (q *Queue) updateSizeLocked(c Counter, e *template.Entry) {
 //
 // Mirrors security/integrity/ima/ima_queue.c:ima_restore_measurement_entry().
 func (q *Queue) RestoreEntry(e *template.Entry) {
+	live, _ := RecordFootprint(e, q.layout.NumSlots())
 	q.extendListMutex.Lock()
 	defer q.extendListMutex.Unlock()
-	q.addDigestEntryLocked(e, false)
+	q.addDigestEntryLocked(e, false, live)
 }
 
 // NumRecords returns ima_num_records[c], read atomically as

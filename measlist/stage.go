@@ -81,6 +81,7 @@ func (q *Queue) DeleteStaged() (int, error) {
 		var err error
 		if old, err = q.ht.ReplaceLocked(); err != nil {
 			unlock()
+			q.loseDetached(trim.head.Load(), int(n))
 			return 0, syscall.ENOMEM
 		}
 	}
@@ -187,10 +188,16 @@ func (q *Queue) releaseDetached(first *qentry, count int, flushHtable bool) {
 	}
 	q.rcu.Synchronize()
 	full := q.cfg.HtableDisabled || flushHtable
+	slots := q.layout.NumSlots()
 	qe := first
 	for i := 0; i < count && qe != nil; i++ {
 		next := qe.next.Load()
 		e := qe.entry
+		live, retained := RecordFootprint(e, slots)
+		q.kmem.lists.Add(-int64(live))
+		if !full {
+			q.kmem.retained.Add(int64(retained))
+		}
 		for j := range e.Fields {
 			e.Fields[j] = nil
 		}
@@ -202,6 +209,20 @@ func (q *Queue) releaseDetached(first *qentry, count int, flushHtable bool) {
 		}
 		qe.next.Store(nil) // list_del()
 		qe = next
+	}
+}
+
+// loseDetached accounts for count records starting at first that a failed
+// flush detached and nothing will free (spec Q3): they move from the lists'
+// memory to the lost memory. The records themselves are left as they are.
+func (q *Queue) loseDetached(first *qentry, count int) {
+	slots := q.layout.NumSlots()
+	qe := first
+	for i := 0; i < count && qe != nil; i++ {
+		live, _ := RecordFootprint(qe.entry, slots)
+		q.kmem.lists.Add(-int64(live))
+		q.kmem.lost.Add(int64(live))
+		qe = qe.next.Load()
 	}
 }
 
