@@ -85,6 +85,10 @@ type KernelMemory struct {
 	Lost int64
 	// Htable is the bucket array.
 	Htable int64
+	// WithoutStaging is what the kernel would hold had no record been
+	// deleted: every record added since boot, whole, and the bucket
+	// array. It is the figure staging is measured against.
+	WithoutStaging int64
 }
 
 // Total is the sum of every part.
@@ -93,7 +97,7 @@ func (m KernelMemory) Total() int64 { return m.Lists + m.Retained + m.Lost + m.H
 // kmemCounters track KernelMemory as records come and go; updated
 // atomically, outside the mutex where possible.
 type kmemCounters struct {
-	lists, retained, lost atomic.Int64
+	lists, retained, lost, added atomic.Int64
 }
 
 // KernelMemory returns the modelled kernel memory now. No kernel
@@ -104,5 +108,7 @@ func (q *Queue) KernelMemory() KernelMemory {
 		Retained: q.kmem.retained.Load(),
 		Lost:     q.kmem.lost.Load(),
 		Htable:   HtableBytes,
+
+		WithoutStaging: q.kmem.added.Load() + HtableBytes,
 	}
 }

@@ -49,11 +49,11 @@ func TestKernelMemoryAcrossDeletions(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			add(i)
 		}
-		require.Equal(t, KernelMemory{Lists: live, Htable: HtableBytes}, q.KernelMemory())
+		require.Equal(t, KernelMemory{Lists: live, Htable: HtableBytes, WithoutStaging: live + HtableBytes}, q.KernelMemory())
 		require.NoError(t, q.Stage())
 		_, err = q.DeleteStaged()
 		require.NoError(t, err)
-		want := KernelMemory{Retained: retained, Htable: HtableBytes}
+		want := KernelMemory{Retained: retained, Htable: HtableBytes, WithoutStaging: live + HtableBytes}
 		if flush {
 			want.Retained = 0
 		}

@@ -257,6 +257,7 @@ func (q *Queue) Add(e *template.Entry) error {
 func (q *Queue) addDigestEntryLocked(e *template.Entry, updateHtable bool, live int) {
 	qe := &qentry{entry: e}
 	q.kmem.lists.Add(int64(live))
+	q.kmem.added.Add(int64(live))
 	q.current.appendLocked(qe)
 	q.numRecords[Binary].Add(1)
 	q.numRecords[BinaryFull].Add(1)

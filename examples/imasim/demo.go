@@ -81,6 +81,10 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "kexec          %d, between A and D: D answered ESTALE %d time(s), the staged records rode along\n", s.kexecs, s.stale)
 	fmt.Fprintf(stdout, "kernel list    at most %d records (%d bytes serialized); now %d records (%d bytes)\n",
 		s.peakKernelRecords, s.peakKernelBytes, q.NumRecords(measlist.Binary)+q.NumRecords(measlist.BinaryStaged), kernelListBytes(q))
+	mem := q.KernelMemory()
+	fmt.Fprintf(stdout, "kernel memory  modelled slab use of this kernel: %d bytes (%d listed records, %d kept for the hash table, %d hash table);\n"+
+		"               %d bytes had nothing been staged: staging freed %.0f%%\n",
+		mem.Total(), mem.Lists, mem.Retained, mem.Htable, mem.WithoutStaging, 100*(1-float64(mem.Total())/float64(mem.WithoutStaging)))
 	fmt.Fprintf(stdout, "log since boot %d records: %d from the collector's store, %d still in the kernel\n", n, w.coll.Committed(), n-w.coll.Committed())
 
 	el, err := eventlog.ParseEventLog(log.Bytes(), eventlog.Options{})
