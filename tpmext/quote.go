@@ -75,30 +75,41 @@ func (q *Quote) Info() (*QuoteInfo, error) {
 	return &QuoteInfo{Nonce: att.ExtraData.Buffer, Selection: sel, PCRDigest: qi.PCRDigest.Buffer}, nil
 }
 
-// Verify checks, in pure Go, the quote's signature against its key, that it
-// carries nonce, that it covers exactly sel, and that its PCR digest equals
-// the digest of the expected values (pcrs[i] for every i in sel.PCRs).
-// A verifier that trusts the key checks q.Key separately.
-func (q *Quote) Verify(nonce []byte, sel Selection, pcrs map[int][]byte) error {
+// Check verifies, in pure Go, the quote's signature against its key, that
+// it carries nonce and that it covers exactly sel, and returns its content.
+// It does not look at the PCR digest: Verify compares it with expected
+// values, and a log verifier can replay a log until it matches.
+func (q *Quote) Check(nonce []byte, sel Selection) (*QuoteInfo, error) {
 	if q.Key == nil {
-		return fmt.Errorf("%w: no key", ErrQuoteSignature)
+		return nil, fmt.Errorf("%w: no key", ErrQuoteSignature)
 	}
 	h := sha256.Sum256(q.Attest)
 	if !ecdsa.VerifyASN1(q.Key, h[:], q.Signature) {
-		return ErrQuoteSignature
+		return nil, ErrQuoteSignature
 	}
 	info, err := q.Info()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !bytes.Equal(info.Nonce, nonce) {
-		return ErrQuoteNonce
+		return nil, ErrQuoteNonce
 	}
 	want := normalizeSelection(sel)
 	if info.Selection.Alg != want.Alg || fmt.Sprint(info.Selection.PCRs) != fmt.Sprint(want.PCRs) {
-		return fmt.Errorf("%w: quote has %v %v, want %v %v", ErrQuoteSelection, info.Selection.Alg, info.Selection.PCRs, want.Alg, want.PCRs)
+		return nil, fmt.Errorf("%w: quote has %v %v, want %v %v", ErrQuoteSelection, info.Selection.Alg, info.Selection.PCRs, want.Alg, want.PCRs)
 	}
-	digest, err := PCRDigest(want, pcrs)
+	return info, nil
+}
+
+// Verify is Check followed by comparing the quote's PCR digest with the
+// digest of the expected values (pcrs[i] for every i in sel.PCRs).
+// A verifier that trusts the key checks q.Key separately.
+func (q *Quote) Verify(nonce []byte, sel Selection, pcrs map[int][]byte) error {
+	info, err := q.Check(nonce, sel)
+	if err != nil {
+		return err
+	}
+	digest, err := PCRDigest(sel, pcrs)
 	if err != nil {
 		return err
 	}
