@@ -97,7 +97,7 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 			return fail(i, fmt.Errorf("%w: template digest of %d hex digits", ErrASCII, len(hd)))
 		}
 		if err := a.f.setDigestSize(len(hd) / 2); err != nil {
-			return fail(i, err)
+			return fail(i, fmt.Errorf("%w: %v", ErrASCII, err))
 		}
 	}
 	ds := a.f.ds

@@ -331,6 +331,7 @@ type replayer struct {
 	covered uint32  // PCRs every target bank checks
 	records int
 	offset  int64
+	end     int // index after the last record read, skipped ones included
 	mode    mode
 	matched int   // records at the first full match, -1 before
 	matchOf int64 // offset of the record after that match
@@ -357,7 +358,7 @@ func replay(f *format, src source, opts ReplayOptions, t *Target, m mode) (*Stat
 	}
 	e := newEngine(f, algs, &opts)
 	e.skip = from.Records
-	rp := &replayer{e: e, records: from.Records, offset: from.Offset, mode: m, matched: -1}
+	rp := &replayer{e: e, records: from.Records, offset: from.Offset, end: f.firstIndex, mode: m, matched: -1}
 	for j, alg := range algs {
 		bk := &bank{j: j, alg: alg, size: e.banks[j].size, off: e.off[j], viol: e.viol[j], h: newHasher(alg), scratch: make([]byte, 2*64)}
 		bk.vals = make([]byte, tpmext.NumPCRs*bk.size)
@@ -408,8 +409,8 @@ func replay(f *format, src source, opts ReplayOptions, t *Target, m mode) (*Stat
 		return rp.final, nil
 	case srcErr != nil:
 		return nil, srcErr
-	case rp.records < from.Records:
-		return nil, fmt.Errorf("%w: the input ends at record %d, before the state's record %d", ErrState, rp.records, from.Records)
+	case rp.end < from.Records:
+		return nil, fmt.Errorf("%w: the input ends at record %d, before the state's record %d", ErrState, rp.end, from.Records)
 	}
 	switch {
 	case m == modeVerify && !rp.allMatch():
@@ -611,6 +612,7 @@ func (rp *replayer) run(src source, workers int) error {
 func (rp *replayer) scan(b *batch) bool {
 	e := rp.e
 	n := len(b.recs)
+	rp.end = b.first + n
 	for i := range b.recs {
 		idx := b.first + i
 		if idx < e.skip {

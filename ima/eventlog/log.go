@@ -159,19 +159,19 @@ func makeRecord(f *format, buf []byte, r *recInfo, index int) Record {
 
 // Binary returns the record's binary encoding (for an ASCII list, the
 // rebuilt record).
-func (r *Record) Binary() []byte { return r.raw }
+func (r Record) Binary() []byte { return r.raw }
 
 // Violation reports whether the record is a violation: its template digest
 // is all zeros (security/integrity/ima/ima_api.c:ima_add_violation()).
-func (r *Record) Violation() bool { return allZero(r.Digest) }
+func (r Record) Violation() bool { return allZero(r.Digest) }
 
 // ColumnAlg returns the algorithm of the template-digest column.
-func (r *Record) ColumnAlg() tpmext.Algorithm { return r.f.col }
+func (r Record) ColumnAlg() tpmext.Algorithm { return r.f.col }
 
 // HashInput appends to dst the bytes the record's template digests are
 // computed over: the template data (u32 length and bytes of each field),
 // or for the "ima" template the d field and the name padded to 256 bytes.
-func (r *Record) HashInput(dst []byte) []byte {
+func (r Record) HashInput(dst []byte) []byte {
 	var scratch [imaHashInputLen]byte
 	return append(dst, hashInput(r.raw, &r.info, &scratch)...)
 }
@@ -180,7 +180,7 @@ func (r *Record) HashInput(dst []byte) []byte {
 // bank of algorithm alg: H_alg(HashInput), or the padded SHA-1 digest for a
 // bank the kernel does not map (SHA-3). For a violation the kernel stores
 // zeros instead; this returns what the data hashes to regardless.
-func (r *Record) TemplateDigest(alg tpmext.Algorithm) ([]byte, error) {
+func (r Record) TemplateDigest(alg tpmext.Algorithm) ([]byte, error) {
 	if !alg.Known() {
 		return nil, fmt.Errorf("eventlog: unknown algorithm %v", alg)
 	}
@@ -199,7 +199,7 @@ func (r *Record) TemplateDigest(alg tpmext.Algorithm) ([]byte, error) {
 // column (Digests[0], slot 0), so that Entry.AppendASCII(dst, 0, order)
 // renders the line of the column's ascii_runtime_measurements file and
 // Entry.AppendBinary(dst, 0, order) re-encodes the record.
-func (r *Record) Entry() (*template.Entry, error) {
+func (r Record) Entry() (*template.Entry, error) {
 	es, err := template.DecodeAll(r.raw, r.f.decodeOptions())
 	if err != nil {
 		return nil, err
