@@ -17,7 +17,8 @@ import (
 // SHA-1 when no bank is SHA-1; never the extra ima_hash slot), _tpm_alg_<hex>
 // for a bank the kernel cannot map, the _staged twins and their links only
 // with Staging, every list file 0660 and writable whatever Staging says
-// (spec Q1), the counters 0440 and read-only.
+// (spec Q1), the counters 0440 and read-only, and the links 0444 as
+// security/inode.c:securityfs_create_symlink() makes them (lr--r--r--).
 func TestFileSet(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -55,11 +56,11 @@ func TestFileSet(t *testing.T) {
 						add("binary_runtime_measurements_"+sfx+"_staged", 0o660, "", true)
 					}
 				}
-				add("ascii_runtime_measurements", fs.ModeSymlink|0o777, "ascii_runtime_measurements_sha1", false)
-				add("binary_runtime_measurements", fs.ModeSymlink|0o777, "binary_runtime_measurements_sha1", false)
+				add("ascii_runtime_measurements", fs.ModeSymlink|0o444, "ascii_runtime_measurements_sha1", false)
+				add("binary_runtime_measurements", fs.ModeSymlink|0o444, "binary_runtime_measurements_sha1", false)
 				if staging {
-					add("ascii_runtime_measurements_staged", fs.ModeSymlink|0o777, "ascii_runtime_measurements_sha1_staged", false)
-					add("binary_runtime_measurements_staged", fs.ModeSymlink|0o777, "binary_runtime_measurements_sha1_staged", false)
+					add("ascii_runtime_measurements_staged", fs.ModeSymlink|0o444, "ascii_runtime_measurements_sha1_staged", false)
+					add("binary_runtime_measurements_staged", fs.ModeSymlink|0o444, "binary_runtime_measurements_sha1_staged", false)
 				}
 				add("runtime_measurements_count", 0o440, "", false)
 				add("violations", 0o440, "", false)

@@ -50,6 +50,8 @@ func TestOpenPermissions(t *testing.T) {
 		{"other with CAP_DAC_OVERRIDE and CAP_SYS_ADMIN", taskOtherBoth, ok, ok, ok, ok, true},
 	}
 	f := newFixture(t, fixtureConfig{Banks: []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}, Staging: true, Records: 2})
+	// The first and third names are links (mode 0444): the check uses the
+	// target's mode, so writes reach EPERM or succeed, never EACCES.
 	lists := []string{BinaryRuntimeMeasurements, "ascii_runtime_measurements_sha256", BinaryRuntimeMeasurementsStaged, "ascii_runtime_measurements_sha256_staged"}
 	counters := []string{RuntimeMeasurementsCount, Violations}
 	try := func(t *testing.T, task Task, name string, flag int, want syscall.Errno) *SimFile {

@@ -45,6 +45,11 @@ const (
 
 type nodeKind int
 
+// linkPerm is the mode securityfs gives its symlinks:
+// security/inode.c:securityfs_create_symlink() creates them S_IFLNK | 0444
+// (ls -l shows lr--r--r--). Following a link ignores its mode.
+const linkPerm = 0o444
+
 const (
 	listFile nodeKind = iota
 	counterFile
@@ -129,12 +134,12 @@ func New(cfg Config) (*SecurityFS, error) {
 		}
 	}
 	createLists(false)
-	add(&node{name: BinaryRuntimeMeasurements, kind: symlink, perm: 0o777, target: BinaryRuntimeMeasurements + "_sha1"})
-	add(&node{name: ASCIIRuntimeMeasurements, kind: symlink, perm: 0o777, target: ASCIIRuntimeMeasurements + "_sha1"})
+	add(&node{name: BinaryRuntimeMeasurements, kind: symlink, perm: linkPerm, target: BinaryRuntimeMeasurements + "_sha1"})
+	add(&node{name: ASCIIRuntimeMeasurements, kind: symlink, perm: linkPerm, target: ASCIIRuntimeMeasurements + "_sha1"})
 	if cfg.Staging {
 		createLists(true)
-		add(&node{name: BinaryRuntimeMeasurementsStaged, kind: symlink, perm: 0o777, target: BinaryRuntimeMeasurements + "_sha1_staged"})
-		add(&node{name: ASCIIRuntimeMeasurementsStaged, kind: symlink, perm: 0o777, target: ASCIIRuntimeMeasurements + "_sha1_staged"})
+		add(&node{name: BinaryRuntimeMeasurementsStaged, kind: symlink, perm: linkPerm, target: BinaryRuntimeMeasurements + "_sha1_staged"})
+		add(&node{name: ASCIIRuntimeMeasurementsStaged, kind: symlink, perm: linkPerm, target: ASCIIRuntimeMeasurements + "_sha1_staged"})
 	}
 	q := cfg.Queue
 	add(&node{name: RuntimeMeasurementsCount, kind: counterFile, perm: 0o440,
