@@ -282,10 +282,10 @@ func verifyPCR10(t testing.TB, l *template.Layout, tpm tpmext.TPM, records [][]b
 
 // frameAt is one frame of a segment as the test reads it.
 type frameAt struct {
-	seg    string
-	off    int64
-	typ    byte
-	length int
+	seg     string
+	off     int64
+	typ     byte
+	length  int
 	payload []byte
 	// record is the record's number in its log when typ is frameRecord
 	// and its batch was committed (-1 otherwise).
