@@ -210,13 +210,23 @@ func replayBank(tpm tpmext.TPM, bank tpmext.Algorithm, log []byte, lay *template
 			}
 			what = "PCRs " + strings.Join(s, ",")
 		}
-		return fmt.Sprintf("%d records replay to %s", el.Len(), what)
+		if el.Len() == 1 {
+			return "1 record replays to " + what
+		}
+		return records(el.Len()) + " replay to " + what
 	case errors.As(err, &re) && errors.Is(err, eventlog.ErrPCRMismatch) && re.MatchedAt >= 0:
-		return fmt.Sprintf("does not replay: PCR %d matches after %d of %d records", re.PCR, re.MatchedAt, re.Records)
+		return fmt.Sprintf("does not replay: PCR %d matches after %d of %s", re.PCR, re.MatchedAt, records(re.Records))
 	case errors.As(err, &re) && errors.Is(err, eventlog.ErrPCRMismatch):
-		return fmt.Sprintf("does not replay: PCR %d differs after all %d records", re.PCR, re.Records)
+		return fmt.Sprintf("does not replay: PCR %d differs at the end (%s)", re.PCR, records(re.Records))
 	case errors.As(err, &re) && errors.Is(err, eventlog.ErrTemplateDigest):
 		return fmt.Sprintf("does not replay: record %d: template digest does not match its data", re.Index)
 	}
 	return "does not replay: " + err.Error()
+}
+
+func records(n int) string {
+	if n == 1 {
+		return "1 record"
+	}
+	return fmt.Sprintf("%d records", n)
 }
