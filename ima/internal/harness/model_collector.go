@@ -1,0 +1,234 @@
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"syscall"
+
+	"github.com/imasim/imasim/staging/collector"
+)
+
+// The model of staging/collector, as its documentation describes a cycle
+// (collector/doc.go), for a collector opened with Retries 1 (an EBUSY open
+// fails at once with ErrBusy) and no Cover and no hooks. The collector is
+// user space: what is modelled here is its protocol with the kernel files
+// and the fate of each batch in its store, not its file format.
+
+// collOpen opens name on kernel k as the collector's task; EBUSY becomes
+// ErrBusy as openRetry reports it after its last attempt.
+func (m *Model) collOpen(k *mKernel, name string, flag int) (*mFile, error) {
+	f, err := m.open(k, -1, name, flag)
+	if errors.Is(err, syscall.EBUSY) {
+		return nil, collector.ErrBusy
+	}
+	return f, err
+}
+
+// collKernelRecords reads up to max records (all if max < 0) from the head
+// of the staged list and then the current list, holding both open as a
+// reader (kernelRecords).
+func (m *Model) collKernelRecords(k *mKernel, max int) ([]*Record, error) {
+	var files []*mFile
+	defer func() {
+		for _, f := range files {
+			m.close(f, -1)
+		}
+	}()
+	for _, name := range []string{"binary_runtime_measurements_staged", "binary_runtime_measurements"} {
+		f, err := m.collOpen(k, name, os.O_RDONLY)
+		if errors.Is(err, syscall.ENOENT) && name == "binary_runtime_measurements_staged" {
+			continue // CONFIG_IMA_STAGING=n
+		}
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	var out []*Record
+	for _, f := range files {
+		// A fresh file read to EOF shows the whole list.
+		out = append(out, k.records(f.node)...)
+		if max >= 0 && len(out) >= max {
+			return out[:max], nil
+		}
+	}
+	return out, nil
+}
+
+// collResolvePending decides a batch whose answer was not recorded: kept by
+// the kernel (aborted) if its lists still start with it, else committed.
+func (m *Model) collResolvePending() error {
+	c := m.coll
+	if !c.hasPend {
+		return nil
+	}
+	head, err := m.collKernelRecords(c.k, len(c.pending))
+	if err != nil {
+		return err
+	}
+	present := len(head) >= len(c.pending)
+	for i := 0; present && i < len(c.pending); i++ {
+		present = bytes.Equal(head[i].Dump, c.pending[i].Dump)
+	}
+	// The model knows the truth: are the batch's records still in the
+	// kernel's lists?
+	held := false
+	for _, r := range c.pending {
+		held = held || slices.Contains(c.k.staged, r) || slices.Contains(c.k.current, r)
+	}
+	switch {
+	case !present && held:
+		// A DeleteN batch taken from the current list while records were
+		// staged: the kernel's lists start with the staged records, so the
+		// batch is committed although the kernel kept it.
+		m.ep.collectorWrong = true
+		m.KnownBugs[BugCollectorCommitsKept]++
+	case present && !held:
+		// The records after a deleted batch repeat it byte for byte (the
+		// limitation collector/doc.go states).
+		m.ep.collectorWrong = true
+		m.KnownBugs[LimitCollectorAbortsDeleted]++
+	}
+	m.collResolve(!present)
+	return nil
+}
+
+func (m *Model) collResolve(commit bool) {
+	c := m.coll
+	if commit {
+		c.committed = append(c.committed, c.pending...)
+	}
+	c.pending, c.hasPend = nil, false
+}
+
+// Collect runs one collector cycle on the kernel the collector is bound to.
+func (m *Model) Collect(prompt bool) (collector.Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.collResolvePending(); err != nil {
+		return collector.Result{}, err
+	}
+	if prompt {
+		return m.collPrompt(m.coll.k)
+	}
+	return m.collN(m.coll.k)
+}
+
+// collPrompt: open the staged binary file O_RDWR, A, read, save, D, close.
+func (m *Model) collPrompt(k *mKernel) (res collector.Result, err error) {
+	f, err := m.collOpen(k, "binary_runtime_measurements_staged", os.O_RDWR)
+	if err != nil {
+		return res, err
+	}
+	defer m.close(f, -1)
+	if _, err := m.write(f, []byte("A\n"), true); err != nil {
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			res.Note = "nothing to stage"
+			return res, nil
+		case errors.Is(err, syscall.EACCES):
+			return res, collector.ErrSuspended
+		case !errors.Is(err, syscall.EEXIST):
+			return res, err
+		}
+	}
+	records := append([]*Record(nil), k.staged...)
+	res.Read = len(records)
+	if len(records) == 0 {
+		res.Note = "staged list empty"
+		return res, nil
+	}
+	m.coll.pending, m.coll.hasPend = records, true
+	_, derr := m.write(f, []byte("D\n"), true)
+	return m.collFinish(res, derr, len(records))
+}
+
+// collN: open the original binary file O_RDWR, read, save, N, close.
+func (m *Model) collN(k *mKernel) (res collector.Result, err error) {
+	f, err := m.collOpen(k, "binary_runtime_measurements", os.O_RDWR)
+	if err != nil {
+		return res, err
+	}
+	defer m.close(f, -1)
+	records := append([]*Record(nil), k.current...)
+	res.Read = len(records)
+	if len(records) == 0 {
+		res.Note = "nothing to delete"
+		return res, nil
+	}
+	m.coll.pending, m.coll.hasPend = records, true
+	_, derr := m.write(f, []byte(fmt.Sprintf("%d\n", len(records))), true)
+	return m.collFinish(res, derr, len(records))
+}
+
+// collFinish records the kernel's answer to D or N: success and ENOMEM
+// commit, ESTALE aborts, anything else leaves the batch pending.
+func (m *Model) collFinish(res collector.Result, derr error, n int) (collector.Result, error) {
+	switch {
+	case derr == nil, errors.Is(derr, syscall.ENOMEM):
+		m.collResolve(true)
+		res.Saved = n
+		if derr != nil {
+			res.Note = "kernel lost the staged records (ENOMEM); saved copy kept"
+		}
+		return res, nil
+	case errors.Is(derr, syscall.ESTALE):
+		m.collResolve(false)
+		return res, collector.ErrStale
+	default:
+		return res, derr
+	}
+}
+
+// CollectorSwitch points the collector at the running kernel and
+// reconciles its store (SwitchKernel): after a reboot a pending batch is
+// kept and a new log starts; after kexecs a pending batch is decided from
+// the kernel's lists and the log continues. It returns the kind of boot it
+// reports to the collector.
+func (m *Model) CollectorSwitch() (collector.BootKind, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.coll
+	target := m.cur()
+	kind := collector.Kexec
+	for _, k := range m.kernels[c.storeBoot.n:target.n] {
+		if k.leftByReboot {
+			kind = collector.Reboot
+		}
+	}
+	c.k = target
+	if c.storeBoot == target {
+		return kind, m.collResolvePending()
+	}
+	if kind == collector.Reboot {
+		if c.hasPend {
+			m.collResolve(true)
+		}
+		c.committed = nil
+		c.storeBoot = target
+		return kind, nil
+	}
+	if err := m.collResolvePending(); err != nil {
+		return kind, err
+	}
+	c.storeBoot = target
+	return kind, nil
+}
+
+// CollectorRecords is Collector.Records(0): the store's log, then what the
+// kernel still holds, staged first.
+func (m *Model) CollectorRecords() ([]*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.collResolvePending(); err != nil {
+		return nil, err
+	}
+	kernel, err := m.collKernelRecords(m.coll.k, -1)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]*Record(nil), m.coll.committed...), kernel...), nil
+}
