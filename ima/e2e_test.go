@@ -7,10 +7,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging"
@@ -51,8 +54,18 @@ func e2eConfig(tpm tpmext.TPM) Config {
 type measurers struct {
 	g        errgroup.Group
 	done     chan struct{}
+	n        atomic.Int64 // measurements made so far
+	failed   atomic.Bool  // a measurer stopped on an error (reported by stop)
 	mu       sync.Mutex
 	measured map[string]File // path -> file; protected by mu
+}
+
+// await waits until at least n measurements were made, so that every cycle
+// of a test overlaps with measurements.
+func (m *measurers) await(n int64) {
+	for m.n.Load() < n && !m.failed.Load() {
+		time.Sleep(50 * time.Microsecond)
+	}
 }
 
 func startMeasurers(k *Kernel, n, min, max int) *measurers {
@@ -70,11 +83,13 @@ func startMeasurers(k *Kernel, n, min, max int) *measurers {
 				}
 				f := file(series, i)
 				if err := k.Measure(f); err != nil {
+					m.failed.Store(true)
 					return fmt.Errorf("measure %s: %w", f.Path, err)
 				}
 				m.mu.Lock()
 				m.measured[f.Path] = f
 				m.mu.Unlock()
+				m.n.Add(1)
 			}
 			return nil
 		})
@@ -217,6 +232,7 @@ func TestEndToEndShellSteps(t *testing.T) {
 	m := startMeasurers(k, 3, 5, 200)
 	saved := history{}
 	for c := range cycles {
+		m.await(int64(6 * (c + 1)))
 		path := "testdata/staging-with-prompt.txt"
 		if c%2 == 1 {
 			path = "testdata/staging-and-deleting.txt"
@@ -274,6 +290,7 @@ func TestEndToEndTransaction(t *testing.T) {
 				if err != nil && !errors.Is(err, syscall.EBUSY) {
 					return err
 				}
+				time.Sleep(200 * time.Microsecond) // a cat now and then, not a busy loop
 			}
 		})
 	}
@@ -286,6 +303,7 @@ func TestEndToEndTransaction(t *testing.T) {
 				return f
 			}
 			require.ErrorIs(t, err, syscall.EBUSY)
+			runtime.Gosched()
 		}
 	}
 	// contenders checks, from goroutines standing for other tasks, that
@@ -321,6 +339,7 @@ func TestEndToEndTransaction(t *testing.T) {
 
 	saved := history{}
 	for c := range cycles {
+		m.await(int64(6 * (c + 1)))
 		if c%2 == 0 {
 			fd := openRetry(staging.BinaryRuntimeMeasurementsStaged)
 			if _, err := fd.Write([]byte("A\n")); err != nil {
