@@ -45,6 +45,9 @@ var ErrKexecTooLarge = errors.New("measlist: binary measurement list too large f
 //
 // Errors: ErrKexecTooLarge when the size saturates (always so without
 // CONFIG_IMA_KEXEC, whose sizes are not tracked) or exceeds half of RAM.
+// The size is returned with the error all the same (NotTracked when it
+// saturated), because the kernel has already stored it in
+// kexec_segment_size, which the kexec_execute record reports.
 func (q *Queue) KexecSegmentSize(opts KexecOptions) (uint64, error) {
 	page := opts.pageSize()
 	extra := uint64(page / 2)
@@ -57,11 +60,11 @@ func (q *Queue) KexecSegmentSize(opts KexecOptions) (uint64, error) {
 	}
 	size := satAdd(satAdd(q.BinaryRuntimeSize(Binary), q.BinaryRuntimeSize(BinaryStaged)), extra)
 	if size >= math.MaxUint64-page {
-		return 0, ErrKexecTooLarge
+		return NotTracked, ErrKexecTooLarge
 	}
 	seg := (size + page - 1) / page * page
 	if seg/page > ram/page/2 {
-		return 0, ErrKexecTooLarge
+		return seg, ErrKexecTooLarge
 	}
 	return seg, nil
 }

@@ -132,22 +132,28 @@ func (f *SimFile) CloseAs(t Task) error {
 	return nil
 }
 
-// Seek sets the offset for the next read, with io.SeekStart or
-// io.SeekCurrent. For a list file a new offset is reached by rendering the
-// records from the first one, as seq_lseek() does.
+// Seek sets the offset for the next read. For a list file, io.SeekStart
+// and io.SeekCurrent reach the new offset by rendering the records from the
+// first one; io.SeekEnd is EINVAL.
 //
 // Mirrors fs/seq_file.c:seq_lseek() and traverse(); counter files use
-// generic_file_llseek() (any non-negative offset).
+// fs/read_write.c:generic_file_llseek() with the securityfs inode's size,
+// 0: io.SeekEnd gives offset, SEEK_DATA and SEEK_HOLE give ENXIO.
 func (f *SimFile) Seek(offset int64, whence int) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return 0, pathErr("seek", f.name, os.ErrClosed)
 	}
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
+	const seekData, seekHole = 3, 4
+	switch {
+	case whence == io.SeekStart:
+	case whence == io.SeekCurrent:
 		offset += f.pos
+	case whence == io.SeekEnd && f.n.kind == counterFile:
+		// offset + i_size, and i_size is 0
+	case (whence == seekData || whence == seekHole) && f.n.kind == counterFile:
+		return 0, pathErr("seek", f.name, syscall.ENXIO)
 	default:
 		return 0, pathErr("seek", f.name, syscall.EINVAL)
 	}

@@ -209,23 +209,38 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 }
 
 // resolvePending decides the fate of a sealed batch whose kernel answer was
-// never recorded: if the kernel's lists (staged, then current) still start
-// with its records, the kernel kept them and the batch is aborted;
-// otherwise the kernel deleted them and the batch is committed.
+// never recorded: if its records still appear, in order and contiguous, in
+// the kernel's lists (staged, then current), the kernel kept them and the
+// batch is aborted; otherwise the kernel deleted them and the batch is
+// committed. A prompt batch was the whole staged list, and a DeleteN batch
+// a prefix of the current list, which another actor's staged records may
+// precede; after a kexec either comes back inside the current list behind
+// whatever was staged. So the batch is looked for anywhere, not only at the
+// head.
 func (c *Collector) resolvePending() error {
 	st := c.st
 	if st.log.state != batchPending {
 		return nil
 	}
-	head, err := c.kernelRecords(len(st.log.pending))
+	kernel, err := c.kernelRecords(-1)
 	if err != nil {
 		return err
 	}
-	present := len(head) >= len(st.log.pending)
-	for i := 0; present && i < len(st.log.pending); i++ {
-		present = bytes.Equal(head[i], st.log.pending[i])
+	return st.resolve(!containsRun(kernel, st.log.pending))
+}
+
+// containsRun reports whether run occurs as a contiguous sequence in list.
+func containsRun(list, run [][]byte) bool {
+	for start := 0; start+len(run) <= len(list); start++ {
+		i := 0
+		for i < len(run) && bytes.Equal(list[start+i], run[i]) {
+			i++
+		}
+		if i == len(run) {
+			return true
+		}
 	}
-	return st.resolve(!present)
+	return false
 }
 
 // openRetry opens name, retrying while the kernel answers EBUSY.

@@ -40,12 +40,12 @@
 // CorruptError naming the segment, offset and record number.
 //
 // A sealed batch whose answer was not recorded (a crash between the seal
-// and the commit) is decided from the kernel: if its lists (staged, then
-// current) still start with the batch's records, the kernel kept them and
-// the batch is aborted; otherwise it is committed. This is exact unless the
-// records that follow a deleted batch repeat it byte for byte, which only
-// repeated violation records (or duplicates let in by ima_flush_htable)
-// can do.
+// and the commit, or an answer other than success, ENOMEM or ESTALE) is
+// decided from the kernel: if its records still appear, contiguous and in
+// order, in the kernel's lists (staged, then current), the kernel kept them
+// and the batch is aborted; otherwise it is committed. This is exact unless
+// later records repeat a deleted batch byte for byte, which only repeated
+// violation records (or duplicates let in by ima_flush_htable) can do.
 //
 // Records are numbered from the cold boot: a reboot starts a new log in the
 // store (Options.NewBoot = Reboot), a kexec continues it (Kexec).
