@@ -245,7 +245,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 // while the collector is down, and crashes in a row), checking after
 // every restart that the served log equals the unstaged one.
 func TestCrashRandom(t *testing.T) {
-	iters := 100
+	iters := 150
 	if testing.Short() {
 		iters = 15
 	}
@@ -276,6 +276,7 @@ func TestCrashRandom(t *testing.T) {
 				}
 			}
 			counts := map[string]int{}
+			rollovers := 0
 			for it := range iters {
 				h.r.measure(1 + h.rng.IntN(12))
 				if h.rng.IntN(3) == 0 {
@@ -284,13 +285,20 @@ func TestCrashRandom(t *testing.T) {
 				if h.rng.IntN(4) == 0 {
 					h.cycle(fmt.Sprintf("iteration %d: clean cycle", it))
 				}
+				if h.rng.IntN(8) == 0 {
+					// Start a new segment, as the store does past
+					// segmentLimit, so that crashes and tears also
+					// hit fresh segments and recovery walks links.
+					require.NoError(t, h.c.st.openSegment(h.c.st.segN+1))
+					rollovers++
+				}
 				cr := crash{during: h.rng.IntN(8)}
 				if p := h.rng.IntN(len(allSteps) + 1); p == len(allSteps) {
 					cr.at = tearCommit
 				} else {
 					cr.at = crashPoint(allSteps[p])
 				}
-				cr.powerLoss = cr.at == crashPoint(StepWritten) && h.rng.IntN(2) == 0
+				cr.powerLoss = cr.at == crashPoint(StepWritten) && h.rng.IntN(3) != 0
 				switch d := h.rng.IntN(10); {
 				case d < 2:
 					cr.dead = kexecWhileDead
@@ -318,7 +326,7 @@ func TestCrashRandom(t *testing.T) {
 			verifyPCR10(t, h.r.layout(), h.r.tpm, recs)
 			h.r.checkOnce(bytes.Join(recs, nil))
 			require.NoError(t, h.c.Close())
-			t.Logf("%d crash/restart iterations, %d torn batches, %d records in the last log; crash points: %v", iters, h.tears, len(recs), counts)
+			t.Logf("%d crash/restart iterations, %d torn batches, %d segments, %d records in the last log; crash points: %v", iters, h.tears, rollovers+1, len(recs), counts)
 		})
 	}
 }

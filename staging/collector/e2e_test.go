@@ -54,8 +54,9 @@ func runEndToEnd(t *testing.T, flav Flavour, cover, bigEndian bool) {
 	var (
 		kexecNow bool // the current cycle kexecs at StepSealed
 		next     *ima.Kernel
-		started  int // measurements when the cycle staged (read under r.mu)
-		during   int // measurements that landed between A and D, over all cycles
+		started  int           // measurements when the cycle staged (read under r.mu)
+		staged   chan struct{} // closed at StepStaged: the goroutines go on
+		during   int           // measurements that landed between A and D, over all cycles
 	)
 	opts := r.options(flav)
 	if cover {
@@ -67,6 +68,7 @@ func runEndToEnd(t *testing.T, flav Flavour, cover, bigEndian bool) {
 		switch s {
 		case StepStaged:
 			r.quiesce(func() { started = r.measurements })
+			close(staged)
 		case StepRead:
 			// Hold the cycle until the measuring goroutines have added
 			// records after A: they land in the current list while the
@@ -98,14 +100,24 @@ func runEndToEnd(t *testing.T, flav Flavour, cover, bigEndian bool) {
 	r.measure(20)
 	r.violation()
 	for i := range cycles {
+		r.measure(1) // the list is never empty when the cycle reads it
 		stop := make(chan struct{})
+		staged = make(chan struct{})
 		var wg sync.WaitGroup
 		for g := range 2 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				// Up to 40 records each, spread over the cycle.
+				// Up to 40 records each, a few before the cycle
+				// stages and the rest after, spread over the cycle.
 				for j := 0; j < 40; j++ {
+					if j == 3 {
+						select {
+						case <-staged:
+						case <-stop:
+							return
+						}
+					}
 					select {
 					case <-stop:
 						return

@@ -34,6 +34,9 @@ import (
 //	frameAbort  the kernel kept the last sealed batch (it is still in its
 //	            lists, or kexec carried it): its records are not part of
 //	            the log
+//	frameLink   the first frame of every segment but the first: u64 size
+//	            of the previous segment when this one was started, so
+//	            that a truncated or missing segment is detected
 //
 // A batch is written, sealed and fsynced (file and directory) before the
 // kernel is asked to delete it; the commit follows the kernel's answer.
@@ -46,6 +49,7 @@ const (
 	frameSeal   byte = 4
 	frameCommit byte = 5
 	frameAbort  byte = 6
+	frameLink   byte = 7
 )
 
 const (
@@ -185,24 +189,37 @@ func (s *store) recover() error {
 	var st logState
 	// Where the unsealed records of the last segment start, to cut them.
 	cutSeg, cutOff := -1, int64(0)
+	torn := int64(-1) // where the last segment's torn tail starts
+	prev := int64(-1) // the previous segment's size
 	for i, n := range ns {
+		if n != i+1 {
+			return &CorruptError{Segment: segName(i + 1), Record: st.next(),
+				Reason: fmt.Sprintf("segment missing (the next one is %s)", segName(n))}
+		}
 		last := i == len(ns)-1
-		end, err := s.scanSegment(n, &st, last, &cutSeg, &cutOff)
+		end, size, err := s.scanSegment(n, prev, &st, last, &cutSeg, &cutOff)
 		if err != nil {
 			return err
 		}
-		if last && end >= 0 {
-			s.truncated += s.fileSize(n) - end
-			if err := os.Truncate(filepath.Join(s.dir, segName(n)), end); err != nil {
-				return err
-			}
+		if last {
+			torn = end
+		}
+		prev = size
+	}
+	// Repair only once the whole store has been checked: a store with
+	// damage is left as it is.
+	if len(st.unsealed) > 0 && cutSeg != ns[len(ns)-1] {
+		return &CorruptError{Segment: segName(cutSeg), Offset: cutOff, Record: len(st.records),
+			Reason: "unsealed records are followed by another segment"}
+	}
+	if torn >= 0 {
+		n := ns[len(ns)-1]
+		s.truncated += s.fileSize(n) - torn
+		if err := os.Truncate(filepath.Join(s.dir, segName(n)), torn); err != nil {
+			return err
 		}
 	}
 	if len(st.unsealed) > 0 {
-		if cutSeg != ns[len(ns)-1] {
-			return &CorruptError{Segment: segName(cutSeg), Offset: cutOff, Record: len(st.records),
-				Reason: "unsealed records are followed by another segment"}
-		}
 		s.truncated += s.fileSize(cutSeg) - cutOff
 		if err := os.Truncate(filepath.Join(s.dir, segName(cutSeg)), cutOff); err != nil {
 			return err
@@ -224,66 +241,110 @@ func (s *store) fileSize(n int) int64 {
 	return fi.Size()
 }
 
-// scanSegment applies the frames of segment n to st. For the last segment
-// it returns the offset to truncate a torn tail at, or -1.
-func (s *store) scanSegment(n int, st *logState, last bool, cutSeg *int, cutOff *int64) (int64, error) {
+// scanSegment applies the frames of segment n to st; prev is the previous
+// segment's size (-1 for the first). It returns the segment's size and,
+// for the last segment, the offset to truncate a torn tail at, or -1.
+func (s *store) scanSegment(n int, prev int64, st *logState, last bool, cutSeg *int, cutOff *int64) (torn, size int64, err error) {
 	name := segName(n)
 	f, err := os.Open(filepath.Join(s.dir, name))
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
-	size := fi.Size()
+	size = fi.Size()
 	r := bufio.NewReaderSize(f, 1<<16)
 	var off int64
 	var hdr [frameHeader]byte
 	corrupt := func(reason string) error {
-		return &CorruptError{Segment: name, Offset: off, Record: len(st.records), Reason: reason}
+		return &CorruptError{Segment: name, Offset: off, Record: st.next(), Reason: reason}
 	}
 	for off < size {
 		if size-off < frameHeader {
 			if last {
-				return off, nil // torn header
+				return off, size, nil // torn header
 			}
-			return -1, corrupt("truncated frame header")
+			return -1, size, corrupt("truncated frame header")
 		}
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return -1, err
+			return -1, size, err
 		}
 		length := int64(binary.LittleEndian.Uint32(hdr[0:]))
 		sum := binary.LittleEndian.Uint32(hdr[4:])
 		typ := hdr[8]
 		if length > maxFramePayload {
-			return -1, corrupt(fmt.Sprintf("frame length %d is impossible", length))
+			return -1, size, corrupt(fmt.Sprintf("frame length %d is impossible", length))
 		}
 		if off+frameHeader+length > size {
-			if last {
-				return off, nil // torn payload
+			if !last {
+				return -1, size, corrupt("frame runs past the end of the segment")
 			}
-			return -1, corrupt("frame runs past the end of the segment")
+			// A torn payload, unless whole frames follow: then the
+			// length field is damaged, and cutting here would drop
+			// records that are durable (and perhaps deleted from the
+			// kernel).
+			rest, err := io.ReadAll(r)
+			if err != nil {
+				return -1, size, err
+			}
+			if p := nextFrame(rest); p >= 0 {
+				return -1, size, corrupt(fmt.Sprintf("frame length %d runs past the end of the segment, and a whole frame follows at offset %d", length, off+frameHeader+int64(p)))
+			}
+			return off, size, nil
 		}
 		payload := make([]byte, length)
 		if _, err := io.ReadFull(r, payload); err != nil {
-			return -1, err
+			return -1, size, err
 		}
 		crc := crc32.Update(crc32.Checksum([]byte{typ}, castagnoli), castagnoli, payload)
 		if crc != sum {
-			return -1, corrupt("checksum mismatch")
+			return -1, size, corrupt("checksum mismatch")
 		}
-		if err := st.apply(typ, payload); err != nil {
-			return -1, corrupt(err.Error())
+		if off == 0 && prev >= 0 {
+			// The link to the previous segment.
+			if typ != frameLink || len(payload) != 8 {
+				return -1, size, corrupt("segment does not start with its link to the previous one")
+			}
+			if want := int64(binary.LittleEndian.Uint64(payload)); want != prev {
+				return -1, size, &CorruptError{Segment: segName(n - 1), Offset: min(want, prev), Record: st.next(),
+					Reason: fmt.Sprintf("segment is %d bytes, %s says it was %d", prev, name, want)}
+			}
+		} else if typ == frameLink {
+			return -1, size, corrupt("segment link inside a segment")
+		} else if err := st.apply(typ, payload); err != nil {
+			return -1, size, corrupt(err.Error())
 		}
 		if typ == frameRecord && len(st.unsealed) == 1 {
 			*cutSeg, *cutOff = n, off
 		}
 		off += frameHeader + length
 	}
-	return -1, nil
+	return -1, size, nil
 }
+
+// nextFrame returns the offset of the first whole frame with a valid
+// checksum in b, or -1.
+func nextFrame(b []byte) int {
+	for p := 0; p+frameHeader <= len(b); p++ {
+		length := int64(binary.LittleEndian.Uint32(b[p:]))
+		typ := b[p+8]
+		if typ < frameLog || typ > frameLink || length > int64(len(b)-p-frameHeader) {
+			continue
+		}
+		payload := b[p+frameHeader : p+frameHeader+int(length)]
+		if crc32.Update(crc32.Checksum([]byte{typ}, castagnoli), castagnoli, payload) == binary.LittleEndian.Uint32(b[p+4:]) {
+			return p
+		}
+	}
+	return -1
+}
+
+// next is the number, in its log, of the next record frame: the first
+// record a damaged frame makes untrustworthy.
+func (st *logState) next() int { return len(st.records) + len(st.unsealed) }
 
 // apply updates the log state with one frame.
 func (st *logState) apply(typ byte, payload []byte) error {
@@ -342,7 +403,34 @@ func (s *store) openSegment(n int) error {
 		return err
 	}
 	s.seg, s.segN, s.size, s.durable = f, n, fi.Size(), fi.Size()
+	if s.size == 0 && n > 1 {
+		// A new segment starts with the size of the previous one.
+		var size [8]byte
+		binary.LittleEndian.PutUint64(size[:], uint64(s.fileSize(n-1)))
+		if _, err := f.Write(appendFrame(nil, frame{frameLink, size[:]})); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		s.size, s.durable = fi.Size(), fi.Size()
+	}
 	return syncDir(s.dir)
+}
+
+// appendFrame appends f, framed, to b.
+func appendFrame(b []byte, f frame) []byte {
+	var hdr [frameHeader]byte
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(len(f.payload)))
+	crc := crc32.Update(crc32.Checksum([]byte{f.typ}, castagnoli), castagnoli, f.payload)
+	binary.LittleEndian.PutUint32(hdr[4:], crc)
+	hdr[8] = f.typ
+	b = append(b, hdr[:]...)
+	return append(b, f.payload...)
 }
 
 func syncDir(dir string) error {
@@ -365,13 +453,7 @@ func (s *store) appendFrames(durable bool, frames ...frame) error {
 	}
 	b := s.buf[:0]
 	for _, f := range frames {
-		var hdr [frameHeader]byte
-		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(f.payload)))
-		crc := crc32.Update(crc32.Checksum([]byte{f.typ}, castagnoli), castagnoli, f.payload)
-		binary.LittleEndian.PutUint32(hdr[4:], crc)
-		hdr[8] = f.typ
-		b = append(b, hdr[:]...)
-		b = append(b, f.payload...)
+		b = appendFrame(b, f)
 	}
 	s.buf = b
 	if _, err := s.seg.Write(b); err != nil {
