@@ -119,7 +119,7 @@ func firstRecords(data []byte, n int, o template.Order, digestSize int) ([]byte,
 	}
 	for i := 0; i < n; i++ {
 		if _, err := d.Next(); err == io.EOF {
-			return nil, fmt.Errorf("the list has only %d records", i)
+			return nil, fmt.Errorf("the list has only %s", records(i))
 		} else if err != nil {
 			return nil, err
 		}

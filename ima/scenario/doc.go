@@ -71,9 +71,9 @@
 //	htable=y            hash table enabled (n: CONFIG_IMA_DISABLE_HTABLE=y)
 //	criticaldata=n      a policy measuring critical data (kernel_version,
 //	                    kexec_load, kexec_execute records)
-//	pcr=10              CONFIG_IMA_MEASURE_PCR_IDX
-//	pagesize=4096       PAGE_SIZE (seq_file buffers, kexec segment)
-//	kexec_extra_kb=0    CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB
+//	pcr=10              CONFIG_IMA_MEASURE_PCR_IDX (8 to 14)
+//	pagesize=4096       PAGE_SIZE (seq_file buffers, kexec segment; 16 to 65536)
+//	kexec_extra_kb=0    CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB (0: half a page; at most 65536)
 //	ndelete_needs_staging=n  N deletion gated by CONFIG_IMA_STAGING (spec Q1;
 //	                    n models the v7 code)
 //	bigendian=n, canonical=n  a big-endian kernel, ima_canonical_fmt

@@ -339,10 +339,10 @@ func parseBoot(args []word) (action, error) {
 			}
 			return nil
 		}
-		intVal := func(dst *int) error {
+		intVal := func(dst *int, lo, hi int) error {
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return fmt.Errorf("boot: %s=%s: want a non-negative integer", k, v)
+			if err != nil || n < lo || n > hi {
+				return fmt.Errorf("boot: %s=%s: want an integer from %d to %d", k, v, lo, hi)
 			}
 			*dst = n
 			return nil
@@ -390,11 +390,13 @@ func parseBoot(args []word) (action, error) {
 		case "canonical":
 			err = boolVal(&b.cfg.CanonicalFmt)
 		case "pcr":
-			err = intVal(&b.cfg.MeasurePCR)
+			err = intVal(&b.cfg.MeasurePCR, 8, 14) // the Kconfig range
 		case "pagesize":
-			err = intVal(&b.cfg.PageSize)
+			// Small pages make seq_file grow its buffer; 64 KiB is
+			// the largest common PAGE_SIZE.
+			err = intVal(&b.cfg.PageSize, 16, 1<<16)
 		case "kexec_extra_kb":
-			err = intVal(&b.cfg.KexecExtraMemoryKB)
+			err = intVal(&b.cfg.KexecExtraMemoryKB, 0, 1<<16)
 		default:
 			return nil, fmt.Errorf("boot: unknown key %q (see the package documentation for the keys)", k)
 		}
