@@ -258,7 +258,7 @@ type asciiSource struct {
 func newASCIISource(r io.Reader, f *format) *asciiSource {
 	br, ok := r.(*bufio.Reader)
 	if !ok {
-		br = bufio.NewReaderSize(r, 64<<10)
+		br = bufio.NewReaderSize(r, 16<<10)
 	}
 	return &asciiSource{br: br, a: newASCIIParser(f), index: f.firstIndex, off: f.firstOff}
 }

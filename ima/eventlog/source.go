@@ -17,6 +17,8 @@ const (
 	// maxKeptBuf: a batch buffer grown past this for a huge record is
 	// dropped once that batch is refilled.
 	maxKeptBuf = 4 * batchBytes
+	// minBuf is a stream batch's first buffer, grown while input comes.
+	minBuf = 4 << 10
 )
 
 // batch is a run of consecutive records with their binary encodings, the
@@ -122,8 +124,8 @@ func (s *binarySource) fill(b *batch) error {
 		return s.err
 	}
 	buf := b.buf
-	if cap(buf) < batchBytes {
-		buf = make([]byte, 0, max(batchBytes, 2*len(s.carry)))
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, max(minBuf, 2*len(s.carry)))
 	}
 	buf = append(buf, s.carry...)
 	s.carry = s.carry[:0]
@@ -133,6 +135,11 @@ func (s *binarySource) fill(b *batch) error {
 	b.first = s.index
 	for {
 		buf = s.read(buf)
+		// Grow towards batchBytes while the input keeps coming, so a
+		// small list costs a small buffer.
+		for len(buf) == cap(buf) && cap(buf) < batchBytes && !s.eof && s.rerr == nil {
+			buf = s.read(regrow(buf, min(4*cap(buf), batchBytes)))
+		}
 		pos := 0
 		var short *shortError
 		for len(b.recs) < batchRecords && pos < len(buf) {
@@ -173,10 +180,15 @@ func (s *binarySource) fill(b *batch) error {
 		}
 		// The record is larger than the buffer: grow it, by as much
 		// as it holds, so memory follows the bytes actually read.
-		grown := make([]byte, len(buf), 2*cap(buf))
-		copy(grown, buf)
-		buf = grown
+		buf = regrow(buf, 2*cap(buf))
 	}
+}
+
+// regrow returns buf with capacity n (more than its length).
+func regrow(buf []byte, n int) []byte {
+	grown := make([]byte, len(buf), n)
+	copy(grown, buf)
+	return grown
 }
 
 // leftSource first hands out the records a Reader has buffered but not
