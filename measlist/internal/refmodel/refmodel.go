@@ -334,11 +334,12 @@ func (m *Model) Lost() []*template.Entry {
 
 // KexecSegmentSize is the segment ima_add_kexec_buffer() reserves, or
 // false when the kernel logs "Binary measurement list too large." (always
-// without CONFIG_IMA_KEXEC). extraKB <= 0 means half a page; page 0 means
-// 4096; ram 0 means 24 GiB.
+// without CONFIG_IMA_KEXEC); the size is the one the kernel stored in
+// kexec_segment_size all the same (NotTracked when it saturated).
+// extraKB <= 0 means half a page; page 0 means 4096; ram 0 means 24 GiB.
 func (m *Model) KexecSegmentSize(extraKB int, page, ram uint64) (uint64, bool) {
 	if !m.cfg.Kexec {
-		return 0, false
+		return NotTracked, false
 	}
 	if page == 0 {
 		page = 4096
@@ -354,11 +355,11 @@ func (m *Model) KexecSegmentSize(extraKB int, page, ram uint64) (uint64, bool) {
 	size, over := bits.Add64(s.Sizes[Binary], s.Sizes[BinaryStaged], 0)
 	size, over2 := bits.Add64(size, extra, 0)
 	if over+over2 != 0 || size >= NotTracked-page {
-		return 0, false
+		return NotTracked, false
 	}
 	seg := (size + page - 1) / page * page
 	if seg/page > ram/page/2 {
-		return 0, false
+		return seg, false
 	}
 	return seg, true
 }
