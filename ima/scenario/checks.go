@@ -145,7 +145,9 @@ func doDiscard(x *execCtx) error {
 // "the same log as if staging had never happened": for every TPM bank, the
 // saved records, then the staged list, then the current list (each with
 // that bank's template digests) are replayed and must give the TPM's value
-// of every PCR they extend. It prints one line per bank.
+// of every PCR they extend. After "collect", the log is the collector's
+// (its store, then the kernel's lists, read through the files). It prints
+// one line per bank.
 func doReplay(x *execCtx) error {
 	k, err := x.kernel()
 	if err != nil {
@@ -156,16 +158,30 @@ func doReplay(x *execCtx) error {
 	}
 	lay := k.Layout()
 	q := k.Queue()
+	if x.m.coll != nil {
+		for _, l := range x.m.saved {
+			if len(l) > 0 {
+				return errors.New("replay: the script both saved records and ran the collector: which came first is unknown")
+			}
+		}
+	}
 	for _, lf := range lay.ListFiles() {
 		slot := lay.Slot(lf.Slot)
 		if !slot.IsBank {
 			continue
 		}
-		log := bytes.Clone(x.m.saved[lf.Suffix])
-		for _, h := range []measlist.Head{measlist.Staged, measlist.Current} {
-			for _, e := range q.Entries(h) {
-				if log, err = e.AppendBinary(log, lf.Slot, lay.Order()); err != nil {
-					return err
+		var log []byte
+		if x.m.coll != nil {
+			if log, err = x.m.collectedLog(lf.Slot); err != nil {
+				return err
+			}
+		} else {
+			log = bytes.Clone(x.m.saved[lf.Suffix])
+			for _, h := range []measlist.Head{measlist.Staged, measlist.Current} {
+				for _, e := range q.Entries(h) {
+					if log, err = e.AppendBinary(log, lf.Slot, lay.Order()); err != nil {
+						return err
+					}
 				}
 			}
 		}

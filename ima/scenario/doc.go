@@ -134,6 +134,15 @@
 //	                 TPM: "BANK: N records replay to PCR 10", or
 //	                 "BANK: does not replay: REASON"
 //
+// The user-space collector (staging/collector), a daemon running as root
+// thread 100 with its store in a temporary directory:
+//
+//	collect [prompt | n]  one collection cycle; prints "read R saved S" and
+//	                      its note; fails with ESTALE, EACCES or EBUSY when
+//	                      the kernel refuses. After a kexec or reboot the
+//	                      daemon follows the new kernel. Once it has run,
+//	                      replay checks the log it serves (do not mix with save).
+//
 // # Running
 //
 // Parse reads a script (syntax errors name the file and line); Run runs it

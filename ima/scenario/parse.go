@@ -156,6 +156,7 @@ func init() {
 		"save":           {parse: parseSave, task: true},
 		"discard":        {parse: noArgs(doDiscard)},
 		"replay":         {parse: noArgs(doReplay)},
+		"collect":        {parse: parseCollect},
 	}
 }
 

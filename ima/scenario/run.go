@@ -12,6 +12,7 @@ import (
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
+	"github.com/imasim/imasim/staging/collector"
 	"github.com/imasim/imasim/tpmext"
 )
 
@@ -39,6 +40,7 @@ func (s *Script) Run(w io.Writer) error {
 		w = io.Discard
 	}
 	m := newMachine()
+	defer m.shutdown()
 	for _, it := range s.items {
 		if it.step == nil {
 			fmt.Fprintln(w, it.text)
@@ -66,6 +68,7 @@ func (s *Script) Run(w io.Writer) error {
 func (s *Script) Update() ([]byte, error) {
 	var b bytes.Buffer
 	m := newMachine()
+	defer m.shutdown()
 	for _, it := range s.items {
 		if it.step == nil {
 			fmt.Fprintln(&b, it.text)
@@ -111,6 +114,10 @@ type machine struct {
 	saved map[string][]byte
 	// lastSave is the length of each saved log before the last save.
 	lastSave map[string]int
+	// coll is the collector daemon once "collect" has run, with its
+	// store in collDir.
+	coll    *collector.Collector
+	collDir string
 }
 
 // openFile is an open file descriptor and the kernel it belongs to.
@@ -182,6 +189,7 @@ func splitOutput(s string) []string {
 // boot powers on a new machine: a software TPM with the banks, then the
 // kernel, as ima.New does at a cold boot.
 func (m *machine) boot(b bootSpec) error {
+	m.shutdown()
 	*m = *newMachine()
 	cfg := b.cfg
 	if b.banks != nil {
@@ -214,7 +222,7 @@ func doReboot(x *execCtx) error {
 	}
 	x.m.old, x.m.k = k, nk
 	x.m.saved, x.m.lastSave = map[string][]byte{}, nil
-	return nil
+	return x.m.switchCollector(nk, collector.Reboot)
 }
 
 // doKexecLoad is `kexec -l`: kexec_file_load sizes the segment that will
@@ -246,7 +254,7 @@ func doKexec(x *execCtx) error {
 		return err
 	}
 	x.m.old, x.m.k = k, nk
-	return nil
+	return x.m.switchCollector(nk, collector.Kexec)
 }
 
 // writeAction is echo or printf: to the output, or with a redirection a
