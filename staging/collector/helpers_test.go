@@ -101,7 +101,7 @@ func (r *rig) measure(n int) {
 // violation adds a ToMToU violation on a new path to both kernels. Each
 // has its own path: a violation repeated byte for byte right after a
 // deleted batch is the one case the pending-batch decision cannot tell
-// apart (see doc.go), which TestPendingRepeatedViolation shows on its own.
+// apart (see doc.go), which TestKnownLimitRepeatedViolation shows on its own.
 func (r *rig) violation() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
