@@ -51,6 +51,7 @@ fail with (without one it must succeed); "# comment". Commands:
   old COMMAND                      (on the kernel before the last kexec)
   kexec [-l|-e]                    reboot
   pcr [N [BANK]]  counters  save [N]  discard  replay
+  collect [prompt|n]               fail-alloc
 
 The package documentation (go doc github.com/imasim/imasim/ima/scenario)
 describes every command; ima/scenario/testdata has examples.

@@ -62,6 +62,24 @@ func doCounters(x *execCtx) error {
 	return nil
 }
 
+// doFailAlloc makes the kernel's next hash-table allocation fail: the
+// kcalloc() of ima_alloc_replace_htable() that a D under ima_flush_htable
+// makes, so that scripts reach spec Q3. No kernel counterpart; fault
+// injection, like failslab.
+func doFailAlloc(x *execCtx) error {
+	k, err := x.kernel()
+	if err != nil {
+		return err
+	}
+	armed := true
+	k.Queue().SetFailAlloc(func() bool {
+		fail := armed
+		armed = false
+		return fail
+	})
+	return nil
+}
+
 // save is the user-space step of the documentation's Management of Staged
 // Measurements section: the staged records are saved (with n < 0: every
 // bank's binary_runtime_measurements_<bank>_staged, read to EOF), or, for

@@ -12,6 +12,7 @@
 //	> 10 ima-ng /usr/bin/a
 //	echo A > binary_runtime_measurements_staged
 //	! EEXIST
+//	save
 //	echo D > binary_runtime_measurements_staged
 //	cat binary_runtime_measurements_staged
 //	replay
@@ -86,7 +87,7 @@
 //
 //	echo [-n] [-e] WORD... > FILE   open O_WRONLY|O_CREAT|O_TRUNC, one write(), close
 //	echo ... >> FILE                the same with O_APPEND
-//	printf FORMAT [ARG...] > FILE   \n \t \\ \0 \NNN \xHH escapes, %s and %%
+//	printf FORMAT [ARG...] > FILE   \n \t \\ \0 \NNN \xHH escapes; %s %b %d %%
 //	cat FILE...                     open O_RDONLY, read to EOF, close
 //	ls [-l]                         the directory
 //
@@ -94,7 +95,7 @@
 // ascii_* and counter files as they read; a binary_* file prints one line
 // per record, "PCR TEMPLATE NAME", with " (violation)" after a record whose
 // template digest is all zeros, and a last line "(N bytes that are not a
-// whole record)" if the data ends inside one.
+// whole record: REASON)" if the data ends inside one (after a seek, say).
 //
 // File descriptors, for transactions and the open/release mediation
 // (fds are shared by all tasks, as after a fork; each stays bound to the
@@ -128,6 +129,8 @@
 //	                 binary_runtime_measurements_<bank>_staged (or, with N,
 //	                 the first N records of binary_runtime_measurements_<bank>)
 //	                 and append it to the saved log
+//	fail-alloc       the kernel's next hash-table allocation fails (the
+//	                 kcalloc() of a flushing D: spec Q3)
 //	discard          drop what the last save appended (after D fails with
 //	                 ESTALE, the documentation's Kexec section)
 //	replay           replay saved ++ staged ++ current, per bank, against the

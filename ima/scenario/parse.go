@@ -157,6 +157,7 @@ func init() {
 		"discard":        {parse: noArgs(doDiscard)},
 		"replay":         {parse: noArgs(doReplay)},
 		"collect":        {parse: parseCollect},
+		"fail-alloc":     {parse: noArgs(doFailAlloc)},
 	}
 }
 
