@@ -117,7 +117,9 @@
 //	                     its gid is the uid unless gid= says), gid=N,
 //	                     groups=G+G..., nocap, cap=sys_admin+dac_override+
 //	                     dac_read_search. "as 7 close 3" releases fd 3 in
-//	                     task 7's context (spec Q4).
+//	                     task 7's context (spec Q4); read, write and seek
+//	                     accept "as", but the kernel does not look at the
+//	                     task there (spec Q5).
 //	old COMMAND          run COMMAND on the kernel before the last kexec or
 //	                     reboot: measurement is suspended there
 //

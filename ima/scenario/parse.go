@@ -132,33 +132,30 @@ type verb struct {
 	old   bool // "old" allowed
 }
 
-var verbs map[string]verb
-
-func init() {
-	verbs = map[string]verb{
-		"boot":           {parse: parseBoot},
-		"reboot":         {parse: noArgs(doReboot)},
-		"kexec":          {parse: parseKexec},
-		"measure":        {parse: parseMeasure, old: true},
-		"measure-buffer": {parse: parseMeasureBuffer, old: true},
-		"violation":      {parse: parseViolation, old: true},
-		"echo":           {parse: parseEcho, task: true, old: true},
-		"printf":         {parse: parsePrintf, task: true, old: true},
-		"cat":            {parse: parseCat, task: true, old: true},
-		"ls":             {parse: parseLs, old: true},
-		"open":           {parse: parseOpen, task: true, old: true},
-		"read":           {parse: parseRead, task: true},
-		"write":          {parse: parseWrite, task: true},
-		"seek":           {parse: parseSeek, task: true},
-		"close":          {parse: parseClose, task: true},
-		"pcr":            {parse: parsePCR},
-		"counters":       {parse: noArgs(doCounters), old: true},
-		"save":           {parse: parseSave, task: true},
-		"discard":        {parse: noArgs(doDiscard)},
-		"replay":         {parse: noArgs(doReplay)},
-		"collect":        {parse: parseCollect},
-		"fail-alloc":     {parse: noArgs(doFailAlloc)},
-	}
+// verbs are the commands, by name.
+var verbs = map[string]verb{
+	"boot":           {parse: parseBoot},
+	"reboot":         {parse: noArgs(doReboot)},
+	"kexec":          {parse: parseKexec},
+	"measure":        {parse: parseMeasure, old: true},
+	"measure-buffer": {parse: parseMeasureBuffer, old: true},
+	"violation":      {parse: parseViolation, old: true},
+	"echo":           {parse: parseEcho, task: true, old: true},
+	"printf":         {parse: parsePrintf, task: true, old: true},
+	"cat":            {parse: parseCat, task: true, old: true},
+	"ls":             {parse: parseLs, old: true},
+	"open":           {parse: parseOpen, task: true, old: true},
+	"read":           {parse: parseRead, task: true},
+	"write":          {parse: parseWrite, task: true},
+	"seek":           {parse: parseSeek, task: true},
+	"close":          {parse: parseClose, task: true},
+	"pcr":            {parse: parsePCR},
+	"counters":       {parse: noArgs(doCounters), old: true},
+	"save":           {parse: parseSave, task: true},
+	"discard":        {parse: noArgs(doDiscard)},
+	"replay":         {parse: noArgs(doReplay)},
+	"collect":        {parse: parseCollect},
+	"fail-alloc":     {parse: noArgs(doFailAlloc)},
 }
 
 // parseCommand parses a command with its "as" and "old" prefixes.
