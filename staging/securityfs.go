@@ -213,7 +213,8 @@ func pathErr(op, name string, err error) error { return &fs.PathError{Op: op, Pa
 // os.O_RDWR, optionally with os.O_CREATE, os.O_TRUNC, os.O_APPEND).
 //
 // Mirrors the checks a file open goes through for these files, in order:
-// the VFS lookup (ENOENT) and permission check (fs/namei.c may_open():
+// the VFS lookup (ENOENT, or EACCES with O_CREAT, since securityfs
+// directories cannot create files) and permission check (fs/namei.c may_open():
 // EACCES against the mode and root:root), then for list files
 // security/integrity/ima/ima_fs.c:_ima_measurements_open() ([PATCH v7
 // 06/12]): EPERM for a write open without CAP_SYS_ADMIN, then
@@ -228,6 +229,11 @@ func (s *SecurityFS) Open(t Task, name string, flag int) (*SimFile, error) {
 		n, ok = s.nodes[n.target]
 	}
 	if !ok {
+		if flag&os.O_CREATE != 0 {
+			// fs/namei.c:lookup_open(): securityfs directories have
+			// no ->create, so creating a file is EACCES.
+			return nil, pathErr("open", name, syscall.EACCES)
+		}
 		return nil, pathErr("open", name, syscall.ENOENT)
 	}
 	if flag&os.O_CREATE != 0 && flag&os.O_EXCL != 0 {
