@@ -214,20 +214,19 @@ type epoch struct {
 	collectorWrong bool
 }
 
-// Names of the known bugs and limitations the model detects and counts
-// (Model.KnownBugs) instead of failing the sequence.
+// Names of the collector's limitations the model detects and counts
+// (Model.KnownBugs) instead of failing the sequence: cases where its rule
+// for a pending batch (the batch is kept if its records appear, contiguous
+// and in order, in staged ++ current) decides against what the kernel did.
 const (
-	// BugCollectorCommitsKept: the collector resolves a pending DeleteN
-	// batch by comparing it with the head of staged ++ current; when
-	// records are staged the head is the staged list, so a batch the
-	// kernel kept (its N was refused, for example with EINVAL under
-	// ima_flush_htable) is committed, and the collector then serves its
-	// records twice. TestBugCollectorCommitsKeptBatch.
-	BugCollectorCommitsKept = "collector commits a DeleteN batch the kernel kept"
-	// LimitCollectorAbortsDeleted: the records after a deleted batch
-	// repeat it byte for byte, so the collector takes it as kept
-	// (documented in collector/doc.go).
-	LimitCollectorAbortsDeleted = "collector aborts a deleted batch repeated byte for byte"
+	// LimitCollectorCommitsHeld: the kernel still holds some of the
+	// batch's records, not as the whole run (a kexec carried part of it),
+	// so the batch is committed and those records are served twice.
+	LimitCollectorCommitsHeld = "collector commits a batch whose records the kernel still holds in part"
+	// LimitCollectorAbortsDeleted: later records repeat a deleted batch
+	// byte for byte (documented in collector/doc.go), so the batch is
+	// taken as kept and its records are lost from the collector's log.
+	LimitCollectorAbortsDeleted = "collector aborts a deleted batch that later records repeat byte for byte"
 )
 
 // mCollector is the model of staging/collector with Retries 1 (an EBUSY
@@ -916,7 +915,8 @@ func (m *Model) read(f *mFile, want int) ([]byte, error) {
 }
 
 // Seek is lseek(2): seq_lseek() for list files (SEEK_SET and SEEK_CUR only)
-// and generic_file_llseek() for the counters (whose i_size is 0).
+// and generic_file_llseek() for the counters, whose i_size is 0: SEEK_END
+// adds nothing, SEEK_DATA and SEEK_HOLE (3, 4) find no data (ENXIO).
 func (m *Model) Seek(f *mFile, off int64, whence int) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -932,6 +932,12 @@ func (m *Model) Seek(f *mFile, off int64, whence int) (int64, error) {
 			return 0, syscall.EINVAL
 		}
 		// off += i_size, which is 0.
+	case seekData, seekHole:
+		if f.node.kind == listNode {
+			return 0, syscall.EINVAL
+		}
+		// (unsigned long long)offset >= eof, and eof is 0.
+		return 0, syscall.ENXIO
 	default:
 		return 0, syscall.EINVAL
 	}
@@ -965,6 +971,9 @@ func (m *Model) close(f *mFile, task int) error {
 	}
 	return nil
 }
+
+// SEEK_DATA and SEEK_HOLE.
+const seekData, seekHole = 3, 4
 
 // errKexecOff is KexecLoad's error without CONFIG_IMA_KEXEC.
 var errKexecOff = errors.New("kexec: CONFIG_IMA_KEXEC is off")

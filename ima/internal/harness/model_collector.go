@@ -59,19 +59,23 @@ func (m *Model) collKernelRecords(k *mKernel, max int) ([]*Record, error) {
 }
 
 // collResolvePending decides a batch whose answer was not recorded: kept by
-// the kernel (aborted) if its lists still start with it, else committed.
+// the kernel (aborted) if its records still appear, contiguous and in
+// order, in staged ++ current; else committed.
 func (m *Model) collResolvePending() error {
 	c := m.coll
 	if !c.hasPend {
 		return nil
 	}
-	head, err := m.collKernelRecords(c.k, len(c.pending))
+	kernel, err := m.collKernelRecords(c.k, -1)
 	if err != nil {
 		return err
 	}
-	present := len(head) >= len(c.pending)
-	for i := 0; present && i < len(c.pending); i++ {
-		present = bytes.Equal(head[i].Dump, c.pending[i].Dump)
+	present := false
+	for start := 0; !present && start+len(c.pending) <= len(kernel); start++ {
+		present = true
+		for i, r := range c.pending {
+			present = present && bytes.Equal(kernel[start+i].Dump, r.Dump)
+		}
 	}
 	// The model knows the truth: are the batch's records still in the
 	// kernel's lists?
@@ -81,14 +85,9 @@ func (m *Model) collResolvePending() error {
 	}
 	switch {
 	case !present && held:
-		// A DeleteN batch taken from the current list while records were
-		// staged: the kernel's lists start with the staged records, so the
-		// batch is committed although the kernel kept it.
 		m.ep.collectorWrong = true
-		m.KnownBugs[BugCollectorCommitsKept]++
+		m.KnownBugs[LimitCollectorCommitsHeld]++
 	case present && !held:
-		// The records after a deleted batch repeat it byte for byte (the
-		// limitation collector/doc.go states).
 		m.ep.collectorWrong = true
 		m.KnownBugs[LimitCollectorAbortsDeleted]++
 	}

@@ -284,8 +284,8 @@ func GenOp(s Source) Op {
 			op.Whence = io.SeekCurrent
 			op.Offset = int64(s.Intn(201) - 100)
 		default:
-			op.Whence = io.SeekEnd
-			op.Offset = int64(s.Intn(10))
+			op.Whence = pick(s, []int{io.SeekEnd, io.SeekEnd, seekData, seekHole})
+			op.Offset = int64(s.Intn(10) - 3)
 		}
 	case OpClose:
 		op.FD = s.Intn(256)
@@ -335,6 +335,10 @@ func whenceString(w int) string {
 		return "cur"
 	case io.SeekEnd:
 		return "end"
+	case seekData:
+		return "data"
+	case seekHole:
+		return "hole"
 	}
 	return strconv.Itoa(w)
 }
