@@ -755,7 +755,8 @@ func (m *Model) Open(task int, name string, flag int) (*mFile, error) {
 	return f, nil
 }
 
-// open follows the VFS and _ima_measurements_open(): the lookup, O_EXCL,
+// open follows the VFS and _ima_measurements_open(): the lookup (creating
+// a missing file is EACCES), O_EXCL,
 // the access mode (3 is refused, a documented difference of the
 // simulator), the permission check, CAP_SYS_ADMIN for a write, and
 // ima_measure_lock().
@@ -765,6 +766,11 @@ func (m *Model) open(k *mKernel, task int, name string, flag int) (*mFile, error
 		n, ok = m.nodes[n.target]
 	}
 	if !ok {
+		if flag&os.O_CREATE != 0 {
+			// lookup_open(): may_o_create() or the missing ->create of
+			// a securityfs directory; EACCES either way.
+			return nil, syscall.EACCES
+		}
 		return nil, syscall.ENOENT
 	}
 	if flag&os.O_CREATE != 0 && flag&os.O_EXCL != 0 {
