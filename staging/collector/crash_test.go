@@ -39,10 +39,11 @@ const (
 	nothing deadEvent = iota
 	kexecWhileDead
 	rebootWhileDead
+	kexecTwiceWhileDead // the store never sees the middle kernel
 )
 
 func (e deadEvent) String() string {
-	return [...]string{"same-kernel", "kexec", "reboot"}[e]
+	return [...]string{"same-kernel", "kexec", "reboot", "kexec-twice"}[e]
 }
 
 // crash is one injected crash and what follows it.
@@ -184,6 +185,11 @@ func (h *harness) run(cr crash, msg string) {
 	case kexecWhileDead:
 		h.r.kexec()
 		kind = Kexec
+	case kexecTwiceWhileDead:
+		h.r.kexec()
+		h.r.measure(2)
+		h.r.kexec()
+		kind = Kexec
 	case rebootWhileDead:
 		oldLog = h.r.want()
 		h.r.reboot()
@@ -209,7 +215,7 @@ func (h *harness) run(cr crash, msg string) {
 func TestCrashAtEveryStep(t *testing.T) {
 	for _, flav := range []Flavour{Prompt, DeleteN} {
 		var crashes []crash
-		for _, dead := range []deadEvent{nothing, kexecWhileDead, rebootWhileDead} {
+		for _, dead := range []deadEvent{nothing, kexecWhileDead, rebootWhileDead, kexecTwiceWhileDead} {
 			for _, s := range allSteps {
 				crashes = append(crashes, crash{at: crashPoint(s), dead: dead, during: 5})
 			}
@@ -299,10 +305,12 @@ func TestCrashRandom(t *testing.T) {
 					cr.at = crashPoint(allSteps[p])
 				}
 				cr.powerLoss = cr.at == crashPoint(StepWritten) && h.rng.IntN(3) != 0
-				switch d := h.rng.IntN(10); {
-				case d < 2:
-					cr.dead = kexecWhileDead
+				switch d := h.rng.IntN(20); {
 				case d < 3:
+					cr.dead = kexecWhileDead
+				case d < 4:
+					cr.dead = kexecTwiceWhileDead
+				case d < 6:
 					cr.dead = rebootWhileDead
 				}
 				counts[cr.String()]++

@@ -2,8 +2,10 @@ package collector
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -97,6 +99,35 @@ func runEndToEnd(t *testing.T, flav Flavour, cover, bigEndian bool) {
 	require.NoError(t, err)
 	defer c.Close()
 
+	// A reader serves the log all along, between and after cycles: every
+	// answer must be a prefix of the final log (no hole, no duplicate at
+	// any moment).
+	type snapshot struct {
+		n      int
+		digest [32]byte
+	}
+	var snaps []snapshot
+	serving := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		defer close(served)
+		for {
+			select {
+			case <-serving:
+				return
+			default:
+			}
+			recs, err := c.Records(0)
+			if err != nil {
+				served <- err
+				return
+			}
+			b := bytes.Join(recs, nil)
+			snaps = append(snaps, snapshot{len(b), sha256.Sum256(b)})
+			time.Sleep(time.Millisecond)
+		}
+	}()
+
 	r.measure(20)
 	r.violation()
 	for i := range cycles {
@@ -149,14 +180,21 @@ func runEndToEnd(t *testing.T, flav Flavour, cover, bigEndian bool) {
 		r.check(c, fmt.Sprintf("after cycle %d", i))
 	}
 	r.measure(10)
+	close(serving)
+	require.NoError(t, <-served)
 
 	recs, err := c.Records(0)
 	require.NoError(t, err)
 	log := bytes.Join(recs, nil)
 	require.Equal(t, r.want(), log)
+	for i, s := range snaps {
+		require.LessOrEqual(t, s.n, len(log))
+		require.Equal(t, sha256.Sum256(log[:s.n]), s.digest, "answer %d of the concurrent reader (%d bytes) is not a prefix of the log", i, s.n)
+	}
+	require.NotEmpty(t, snaps)
 	verifyPCR10(t, r.layout(), r.tpm, recs)
 	r.checkOnce(log)
-	t.Logf("%d records in the log, %d committed to the store, %d measured during cycles", len(recs), c.Committed(), during)
+	t.Logf("%d records in the log, %d committed to the store, %d measured during cycles, %d answers of the concurrent reader checked", len(recs), c.Committed(), during, len(snaps))
 	require.Greater(t, c.Committed(), 0)
 	if !cover {
 		require.Greater(t, c.Committed(), len(recs)/2, "staging deleted most of the log from the kernel")
@@ -196,4 +234,8 @@ func runEndToEnd(t *testing.T, flav Flavour, cover, bigEndian bool) {
 	past, err := c.Records(len(recs) + 5)
 	require.NoError(t, err)
 	require.Empty(t, past)
+	_, err = c.Records(-1)
+	require.Error(t, err)
+	_, err = c.WriteLog(io.Discard, 0, Binary, k.Layout().NumSlots())
+	require.Error(t, err)
 }
