@@ -211,7 +211,7 @@ func (r Record) Entry() (*template.Entry, error) {
 }
 
 // Reader reads a measurement list from an io.Reader one record at a time,
-// holding one batch of records (about 256 KiB) rather than the list. Its
+// holding a few batches of records (64 KiB each) rather than the list. Its
 // Replay, Verify and ReplayUntil methods consume the rest of the input.
 type Reader struct {
 	f   *format

