@@ -62,8 +62,12 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // CorruptError reports store damage that recovery cannot repair: a frame
-// whose checksum or length is wrong with valid data after it, or frames in
-// an impossible order. Nothing is skipped silently.
+// whose checksum is wrong; a length that is impossible, or runs past the
+// end of a segment other than the last, or past the end of the last with
+// whole frames after it; a segment shorter than the next one's link says,
+// or missing; or frames in an impossible order. Nothing is skipped
+// silently: only a short last frame of the last segment (a torn write) is
+// cut.
 type CorruptError struct {
 	Segment string // file name
 	Offset  int64  // byte offset of the bad frame in the segment
