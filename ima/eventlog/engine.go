@@ -479,6 +479,13 @@ func (rp *replayer) setTarget(t *Target) error {
 		bk.mask |= qc.mask
 		bk.quotes = append(bk.quotes, qc)
 	}
+	n := 0
+	for _, bk := range rp.banks {
+		n += len(bk.values) + len(bk.quotes)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: the target has no expected value", ErrOptions)
+	}
 	rp.covered = ^uint32(0)
 	for _, bk := range rp.banks {
 		if bk.target {

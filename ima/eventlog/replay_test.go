@@ -598,7 +598,7 @@ func TestOptions(t *testing.T) {
 		t.Errorf("an SM3 column: %v", err)
 	}
 	log := mustParse(t, readFile(t, ibmSHA1), Options{})
-	for _, tg := range []Target{{}, {PCRs: Expected{tpmext.SHA1: {10: []byte{1}}}}, {PCRs: Expected{tpmext.SHA1: {24: make([]byte, 20)}}},
+	for _, tg := range []Target{{}, {PCRs: Expected{tpmext.SHA1: {}}}, {PCRs: Expected{tpmext.SHA1: {10: []byte{1}}}}, {PCRs: Expected{tpmext.SHA1: {24: make([]byte, 20)}}},
 		{Quotes: []QuoteDigest{{Selection: tpmext.Selection{Alg: tpmext.SHA1}, Digest: make([]byte, 32)}}},
 		{Quotes: []QuoteDigest{{Selection: tpmext.Selection{Alg: tpmext.SHA1, PCRs: []int{10}}, Digest: make([]byte, 20)}}}} {
 		if _, _, err := log.ReplayUntil(tg, ReplayOptions{}); !errors.Is(err, ErrOptions) {
