@@ -32,6 +32,10 @@ type Config struct {
 	// Staging is CONFIG_IMA_STAGING, FlushHtable ima_flush_htable,
 	// HtableDisabled CONFIG_IMA_DISABLE_HTABLE, Kexec CONFIG_IMA_KEXEC.
 	Staging, FlushHtable, HtableDisabled, Kexec bool
+	// NDeleteNeedsStaging makes the original list files read-only (0440,
+	// no write operation) without CONFIG_IMA_STAGING, as the documentation
+	// describes and the v7 code does not (spec Q1).
+	NDeleteNeedsStaging bool
 	// CriticalData is a policy that measures critical data: the
 	// kernel_version record at boot and, with Kexec, the kexec_load and
 	// kexec_execute records.
@@ -66,7 +70,8 @@ func (c Config) String() string {
 		on   bool
 		name string
 	}{{c.Staging, "IMA_STAGING"}, {c.FlushHtable, "ima_flush_htable"}, {c.HtableDisabled, "IMA_DISABLE_HTABLE"},
-		{c.Kexec, "IMA_KEXEC"}, {c.CriticalData, "critical-data"}, {c.BigEndian, "big-endian"}} {
+		{c.Kexec, "IMA_KEXEC"}, {c.CriticalData, "critical-data"}, {c.BigEndian, "big-endian"},
+		{c.NDeleteNeedsStaging, "N-delete-needs-staging"}} {
 		if k.on {
 			s = append(s, k.name)
 		}
@@ -331,7 +336,11 @@ func (m *Model) makeFiles() {
 					m.views = append(m.views, view{s.slot, ascii})
 					v = len(m.views) - 1
 				}
-				m.nodes[name] = &node{name: name, kind: listNode, perm: 0o660, staged: staged, view: v, writable: true}
+				perm, writable := uint32(0o660), true
+				if !staged && !m.cfg.Staging && m.cfg.NDeleteNeedsStaging {
+					perm, writable = 0o440, false
+				}
+				m.nodes[name] = &node{name: name, kind: listNode, perm: perm, staged: staged, view: v, writable: writable}
 			}
 		}
 	}

@@ -219,6 +219,7 @@ func GenConfig(s Source) Config {
 		CriticalData:   s.Intn(3) == 0,
 		PageSize:       pick(s, []int{0, 0, 0, 256, 64}),
 	}
+	c.NDeleteNeedsStaging = !c.Staging && s.Intn(2) == 0
 	return c
 }
 

@@ -53,7 +53,8 @@ func mismatch(format string, args ...any) error {
 
 func (c Config) imaConfig(tpm tpmext.TPM) ima.Config {
 	return ima.Config{TPM: tpm, HashAlgo: c.HashAlgo, Template: c.Template, BigEndian: c.BigEndian,
-		Staging: c.Staging, FlushHtable: c.FlushHtable, HtableDisabled: c.HtableDisabled, Kexec: c.Kexec,
+		Staging: c.Staging, NDeleteNeedsStaging: c.NDeleteNeedsStaging, FlushHtable: c.FlushHtable,
+		HtableDisabled: c.HtableDisabled, Kexec: c.Kexec,
 		CriticalData: c.CriticalData, PageSize: c.PageSize}
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 var (
-	flagSeeds = flag.Int("harness.seeds", 0, "number of seeded sequences TestSystemSeeded runs (0: 3000, 300 with -short)")
+	flagSeeds = flag.Int("harness.seeds", 0, "number of seeded sequences TestSystemSeeded runs (0: 5000, 300 with -short)")
 	flagSeed  = flag.Int64("harness.seed", -1, "run only this seed in TestSystemSeeded, printing its script")
 )
 
@@ -74,7 +74,7 @@ func TestSystemSeeded(t *testing.T) {
 		runSeed(t, base, uint64(*flagSeed), nil, map[string]int{})
 		return
 	}
-	n := 3000
+	n := 5000
 	if testing.Short() {
 		n = 300
 	}
