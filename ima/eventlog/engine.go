@@ -627,6 +627,8 @@ func (rp *replayer) scan(b *batch) bool {
 		}
 		r := &b.recs[i]
 		if idx != rp.records {
+			// Defensive: replay() refuses an input that starts after the
+			// state, and sources number their records without gaps.
 			rp.err = fmt.Errorf("%w: the state is at record %d, the input continues at record %d", ErrState, rp.records, idx)
 			return false
 		}

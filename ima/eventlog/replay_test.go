@@ -10,6 +10,7 @@ import (
 	"github.com/imasim/imasim/ima/eventlog/internal/gen"
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/tpmext"
+	"golang.org/x/sync/errgroup"
 )
 
 func generate(t testing.TB, cfg gen.Config, snapshots ...int) *gen.List {
@@ -611,5 +612,29 @@ func TestOptions(t *testing.T) {
 	bad := &State{Records: 1, PCRs: tpmext.PCRValues{tpmext.SHA1: make([][]byte, 3)}}
 	if _, err := log.Replay(ReplayOptions{From: bad}); !errors.Is(err, ErrState) {
 		t.Errorf("short state: %v", err)
+	}
+}
+
+// TestConcurrentReplays runs replays of one EventLog from several
+// goroutines at once (run it with -race): an EventLog is shared freely.
+func TestConcurrentReplays(t *testing.T) {
+	ks := []int{0, 700, 1500}
+	l := generate(t, gen.Config{Records: 1500, ViolationEvery: 13, PCR11Every: 9}, ks...)
+	log := mustParse(t, binaryOf(t, l, tpmext.SHA1), Options{})
+	var g errgroup.Group
+	for i := 0; i < 8; i++ {
+		k := ks[i%len(ks)]
+		g.Go(func() error {
+			vals, _ := l.PCRsAfter(k)
+			n, _, err := log.ReplayUntil(Target{PCRs: expect(vals, 10, 11)}, ReplayOptions{Workers: 1 + i%3})
+			if err != nil || n != k {
+				return fmt.Errorf("ReplayUntil = %d, %v; want %d", n, err, k)
+			}
+			_, err = log.Verify(expect(l.PCRs, 10, 11), ReplayOptions{Workers: 1 + i%3})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
