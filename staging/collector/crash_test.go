@@ -197,10 +197,18 @@ func (h *harness) run(cr crash, msg string) {
 	}
 	h.open(kind)
 	h.r.check(h.c, msg+": after the restart")
+	// Open decided any pending batch; the files, read independently,
+	// hold what the collector serves from its store.
+	require.Equal(h.t, batchNone, h.c.st.log.state, msg)
+	require.Empty(h.t, h.c.st.log.unsealed, msg)
+	logs := logRecords(h.t, h.dir)
+	recs, err := h.c.Records(0)
+	require.NoError(h.t, err)
+	require.Equal(h.t, bytes.Join(logs[len(logs)-1], nil), bytes.Join(recs[:h.c.Committed()], nil), msg)
+	require.Len(h.t, logs[len(logs)-1], h.c.Committed(), msg)
 	if cr.dead == rebootWhileDead {
 		// The old log's saved records stay in the store, as a prefix of
 		// the list that kernel had; Records serves the new log.
-		logs := logRecords(h.t, h.dir)
 		require.GreaterOrEqual(h.t, len(logs), 2, msg)
 		saved := bytes.Join(logs[len(logs)-2], nil)
 		require.True(h.t, bytes.HasPrefix(oldLog, saved), "%s: the old log's saved records are not a prefix of its list", msg)

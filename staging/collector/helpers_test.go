@@ -305,13 +305,20 @@ func readFrames(t testing.TB, dir string) []frameAt {
 		data, err := os.ReadFile(path)
 		require.NoError(t, err)
 		for off := 0; off < len(data); {
-			require.GreaterOrEqual(t, len(data)-off, frameHeader, "%s offset %d", path, off)
+			// Plain checks: require per frame is slow.
+			if len(data)-off < frameHeader {
+				t.Fatalf("%s offset %d: short header", path, off)
+			}
 			length := int(binary.LittleEndian.Uint32(data[off:]))
 			sum := binary.LittleEndian.Uint32(data[off+4:])
 			typ := data[off+8]
-			require.LessOrEqual(t, off+frameHeader+length, len(data), "%s offset %d", path, off)
+			if off+frameHeader+length > len(data) {
+				t.Fatalf("%s offset %d: frame of %d bytes runs past the end", path, off, length)
+			}
 			payload := data[off+frameHeader : off+frameHeader+length]
-			require.Equal(t, sum, crc32.Update(crc32.Checksum([]byte{typ}, castagnoli), castagnoli, payload), "%s offset %d", path, off)
+			if sum != crc32.Update(crc32.Checksum([]byte{typ}, castagnoli), castagnoli, payload) {
+				t.Fatalf("%s offset %d: checksum mismatch", path, off)
+			}
 			out = append(out, frameAt{seg: filepath.Base(path), off: int64(off), typ: typ, length: length, payload: payload, record: -1})
 			switch typ {
 			case frameLog:
@@ -343,7 +350,9 @@ func logRecords(t testing.TB, dir string) [][][]byte {
 		case f.typ == frameLog:
 			logs = append(logs, nil)
 		case f.record >= 0:
-			require.Equal(t, len(logs[len(logs)-1]), f.record)
+			if f.record != len(logs[len(logs)-1]) {
+				t.Fatalf("%s offset %d: record %d out of order", f.seg, f.off, f.record)
+			}
 			logs[len(logs)-1] = append(logs[len(logs)-1], f.payload)
 		}
 	}
