@@ -68,6 +68,21 @@ func (l *list) replaceLocked(dst *list) {
 	l.tail = nil
 }
 
+// detachLocked empties l and returns its first record, in O(1); the
+// detached chain is walked by count.
+//
+// Mirrors include/linux/list.h:list_replace() into a local head followed
+// by INIT_LIST_HEAD(), without the local head, which would escape to the
+// heap and be allocated under the mutex.
+//
+// Preconditions: extendListMutex is held.
+func (l *list) detachLocked() *qentry {
+	first := l.head.Load()
+	l.head.Store(nil)
+	l.tail = nil
+	return first
+}
+
 // cutLocked detaches the records from the head up to and including last,
 // in O(1), and returns the first of them. The detached chain's last link
 // still points into l; releasers walk it by count.

@@ -18,8 +18,8 @@ import (
 func (q *Queue) Stage() error {
 	q.writerMutex.Lock()
 	defer q.writerMutex.Unlock()
-	unlock := q.lockTimed()
-	defer unlock()
+	start := q.lockTimed()
+	defer q.unlockTimed(start)
 	if !q.staged.emptyLocked() {
 		return syscall.EEXIST
 	}
@@ -60,18 +60,17 @@ func (q *Queue) Stage() error {
 func (q *Queue) DeleteStaged() (int, error) {
 	q.writerMutex.Lock()
 	defer q.writerMutex.Unlock()
-	unlock := q.lockTimed()
+	start := q.lockTimed()
 	if q.staged.emptyLocked() {
-		unlock()
+		q.unlockTimed(start)
 		return 0, syscall.ENOENT
 	}
 	if q.suspended {
-		unlock()
+		q.unlockTimed(start)
 		return 0, syscall.ESTALE
 	}
 	q.generation.Add(1)
-	var trim list
-	q.staged.replaceLocked(&trim)
+	first := q.staged.detachLocked()
 	n := q.numRecords[BinaryStaged].Swap(0)
 	if q.cfg.Kexec {
 		q.binaryRuntimeSize[BinaryStaged] = 0
@@ -80,17 +79,17 @@ func (q *Queue) DeleteStaged() (int, error) {
 	if q.flush {
 		var err error
 		if old, err = q.ht.ReplaceLocked(); err != nil {
-			unlock()
-			q.loseDetached(trim.head.Load(), int(n))
+			q.unlockTimed(start)
+			q.loseDetached(first, int(n))
 			return 0, syscall.ENOMEM
 		}
 	}
-	unlock()
+	q.unlockTimed(start)
 
 	if q.flush {
 		q.ht.Release(old) // synchronize_rcu(); kfree(old_queue);
 	}
-	q.releaseDetached(trim.head.Load(), int(n), q.flush)
+	q.releaseDetached(first, int(n), q.flush)
 	return int(n), nil
 }
 
@@ -137,9 +136,9 @@ func (q *Queue) DeletePartial(n uint64) error {
 		q.hooks.AfterPartialWalk()
 	}
 
-	unlock := q.lockTimed()
+	start := q.lockTimed()
 	if q.suspended {
-		unlock()
+		q.unlockTimed(start)
 		return syscall.ESTALE
 	}
 	// last remains valid because ima_fs.c enforces single-writer
@@ -151,7 +150,7 @@ func (q *Queue) DeletePartial(n uint64) error {
 	if q.cfg.Kexec {
 		q.binaryRuntimeSize[Binary] -= size
 	}
-	unlock()
+	q.unlockTimed(start)
 
 	q.releaseDetached(first, int(n), false)
 	return nil
@@ -226,16 +225,20 @@ func (q *Queue) loseDetached(first *qentry, count int) {
 	}
 }
 
-// lockTimed takes extendListMutex and returns the function that drops it
-// and records how long it was held (LastHold). Used by the staging
-// operations only, so that the add path pays nothing.
-func (q *Queue) lockTimed() (unlock func()) {
+// lockTimed takes extendListMutex and returns when it got it; unlockTimed
+// drops it and records how long it was held (LastHold). Used by the
+// staging operations only, so that the add path pays nothing. Nothing is
+// allocated while the mutex is held: an allocation during a garbage
+// collection's mark phase may have to assist the collector, which would
+// make the hold grow with the heap, that is with the lists.
+func (q *Queue) lockTimed() (start time.Time) {
 	q.extendListMutex.Lock()
-	start := time.Now()
-	return func() {
-		q.lastHold.Store(int64(time.Since(start)))
-		q.extendListMutex.Unlock()
-	}
+	return time.Now()
+}
+
+func (q *Queue) unlockTimed(start time.Time) {
+	q.lastHold.Store(int64(time.Since(start)))
+	q.extendListMutex.Unlock()
 }
 
 // LastHold returns how long the last Stage, DeleteStaged or DeletePartial
