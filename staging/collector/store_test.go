@@ -153,11 +153,11 @@ func TestPermissions(t *testing.T) {
 
 // TestKnownLimitRepeatedViolation shows the one case doc.go says the
 // pending-batch decision cannot get right: a crash between the kernel's
-// deletion and the store's commit, when the record that follows the
-// deleted batch repeats it byte for byte (a violation on the same path,
-// twice). The restart finds "the batch" still at the head of the kernel's
-// list, aborts it, and one copy is lost from the served log. If the
-// collector learns to tell these apart, this test must be turned around.
+// deletion and the store's commit, when a later record repeats the deleted
+// batch byte for byte (a violation on the same path, twice). The restart
+// finds "the batch" still in the kernel's list, aborts it, and one copy is
+// lost from the served log. If the collector learns to tell these apart,
+// this test must be turned around.
 func TestKnownLimitRepeatedViolation(t *testing.T) {
 	r := newRig(t, ima.Config{})
 	dir := t.TempDir()
