@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -126,6 +127,9 @@ type Collector struct {
 	fsys   staging.FS
 	opts   Options
 	layout *template.Layout
+	// stuck is set when the store and the kernel cannot be reconciled
+	// safely (ErrPartlyCarried); every later cycle and request returns it.
+	stuck error
 }
 
 // Open opens the store in dir (creating it), takes its lock, recovers it
@@ -181,7 +185,11 @@ func (c *Collector) SwitchKernel(fsys staging.FS, bootID string, kind BootKind) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.fsys = fsys
-	return c.reconcile(bootID, kind)
+	err := c.reconcile(bootID, kind)
+	if errors.Is(err, ErrPartlyCarried) {
+		c.stuck = err
+	}
+	return err
 }
 
 func (c *Collector) reconcile(bootID string, kind BootKind) error {
@@ -199,6 +207,9 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 		}
 		return st.startLog(bootID)
 	case kind == Kexec:
+		if err := c.checkPartlyCarried(); err != nil {
+			return err
+		}
 		if err := c.resolvePending(); err != nil {
 			return err
 		}
@@ -209,38 +220,75 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 }
 
 // resolvePending decides the fate of a sealed batch whose kernel answer was
-// never recorded: if its records still appear, in order and contiguous, in
-// the kernel's lists (staged, then current), the kernel kept them and the
-// batch is aborted; otherwise the kernel deleted them and the batch is
-// committed. A prompt batch was the whole staged list, and a DeleteN batch
-// a prefix of the current list, which another actor's staged records may
-// precede; after a kexec either comes back inside the current list behind
-// whatever was staged. So the batch is looked for anywhere, not only at the
-// head.
+// never recorded (a crash between the seal and the commit, or an answer that
+// does not say): if the kernel's lists, staged then current, still start
+// with its records, the kernel kept them and the batch is aborted;
+// otherwise the kernel deleted them and the batch is committed. A prompt
+// batch is the whole staged list; a DeleteN batch is a prefix of the
+// current list taken while nothing was staged (takeStaged); after a kexec
+// either comes back at the head of the new current list. So the head is
+// where a kept batch is, even if another actor staged since.
 func (c *Collector) resolvePending() error {
 	st := c.st
 	if st.log.state != batchPending {
 		return nil
 	}
-	kernel, err := c.kernelRecords(-1)
+	head, err := c.kernelRecords(len(st.log.pending))
 	if err != nil {
 		return err
 	}
-	return st.resolve(!containsRun(kernel, st.log.pending))
+	kept := len(head) == len(st.log.pending)
+	for i := 0; kept && i < len(head); i++ {
+		kept = bytes.Equal(head[i], st.log.pending[i])
+	}
+	return st.resolve(!kept)
 }
 
-// containsRun reports whether run occurs as a contiguous sequence in list.
-func containsRun(list, run [][]byte) bool {
-	for start := 0; start+len(run) <= len(list); start++ {
-		i := 0
-		for i < len(run) && bytes.Equal(list[start+i], run[i]) {
-			i++
-		}
-		if i == len(run) {
-			return true
+// ErrPartlyCarried is returned when a kexec dump ran out of room inside a
+// batch the collector had saved but not resolved: the new kernel restored
+// only the batch's first records, then lost the rest (and everything after
+// it). The store holds the whole batch, so the log can be made whole, but
+// only by serving the batch in place of the restored copies, which this
+// collector does not do; rather than lose or duplicate records it stops
+// and keeps everything as it is.
+var ErrPartlyCarried = errors.New("collector: a kexec carried only part of a pending batch")
+
+// checkPartlyCarried detects, after a kexec, a pending batch whose first
+// j records (0 < j < len) start the new kernel's list and are followed by
+// the new kernel's own first record, its boot_aggregate: the kexec dump was
+// cut inside the batch (measlist.Queue.DumpKexec).
+func (c *Collector) checkPartlyCarried() error {
+	p := c.st.log.pending
+	if c.st.log.state != batchPending || len(p) < 2 {
+		return nil
+	}
+	kernel, err := c.kernelRecords(len(p) + 1)
+	if err != nil {
+		return err
+	}
+	j := 0
+	for j < len(p) && j < len(kernel) && bytes.Equal(kernel[j], p[j]) {
+		j++
+	}
+	if j == 0 || j == len(p) || j >= len(kernel) {
+		return nil
+	}
+	es, err := template.DecodeAll(kernel[j], template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
+	if err != nil || len(es) != 1 || eventName(es[0]) != template.BootAggregateName {
+		return nil
+	}
+	return fmt.Errorf("%w: %d of its %d records came back, then the new kernel's boot_aggregate; %d saved records the kernel lost are in the store",
+		ErrPartlyCarried, j, len(p), len(p)-j)
+}
+
+// eventName returns an entry's n-ng (or n) field without its NUL, or "".
+func eventName(e *template.Entry) string {
+	for i := range e.Desc.NumFields() {
+		if f := e.Desc.Field(i); f == template.FieldNNG || f == template.FieldN {
+			return string(bytes.TrimRight(e.Fields[i], "\x00"))
 		}
 	}
-	return false
+	return ""
 }
 
 // openRetry opens name, retrying while the kernel answers EBUSY.
@@ -323,11 +371,20 @@ func (c *Collector) split(data []byte) ([][]byte, error) {
 func (c *Collector) Cycle() (Result, error) { return c.CycleFlavour(c.opts.Flavour) }
 
 // CycleFlavour runs one collection cycle of flavour f.
+//
+// The cycle runs on one locked OS thread: the kernel's writer is a thread,
+// and a cycle may open two list files or close them, which on a real kernel
+// must come from the same thread (docs/FINDINGS.md).
 func (c *Collector) CycleFlavour(f Flavour) (Result, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.st == nil {
 		return Result{}, os.ErrClosed
+	}
+	if c.stuck != nil {
+		return Result{}, c.stuck
 	}
 	if err := c.resolvePending(); err != nil {
 		return Result{}, err
@@ -384,7 +441,7 @@ func (c *Collector) cyclePrompt() (res Result, err error) {
 		return stop(err)
 	}
 	_, derr := f.Write([]byte("D\n"))
-	return c.finish(res, derr, len(records), stop)
+	return c.finish(res, derr, len(records), false, stop)
 }
 
 // cycleN: open the original binary file O_RDWR, read to EOF, save, N.
@@ -401,6 +458,9 @@ func (c *Collector) cycleN() (res Result, err error) {
 		}
 	}()
 	stop := func(e error) (Result, error) { return res, e }
+	if res, err = c.takeStaged(); err != nil {
+		return res, err
+	}
 	if err := c.hook(StepStaged); err != nil {
 		return stop(err)
 	}
@@ -408,7 +468,7 @@ func (c *Collector) cycleN() (res Result, err error) {
 	if err != nil {
 		return stop(err)
 	}
-	res.Read = len(records)
+	res.Read += len(records)
 	if err := c.hook(StepRead); err != nil {
 		return stop(err)
 	}
@@ -429,7 +489,44 @@ func (c *Collector) cycleN() (res Result, err error) {
 		return stop(err)
 	}
 	_, derr := f.Write([]byte(strconv.Itoa(n) + "\n"))
-	return c.finish(res, derr, n, stop)
+	saved := res.Saved
+	res, err = c.finish(res, derr, n, true, stop)
+	res.Saved += saved
+	return res, err
+}
+
+// takeStaged saves and deletes the records another actor left staged, as
+// part of a DeleteN cycle, before the current list is touched: they are
+// older than every record of the current list, and the log is served as
+// store ++ staged ++ current, so an N batch saved while they stay staged
+// would be served before them. The writer already holds the original file;
+// the same task may open the staged file too.
+//
+// Preconditions: the cycle's task holds binary_runtime_measurements open
+// for write.
+func (c *Collector) takeStaged() (res Result, err error) {
+	f, err := c.fsys.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
+	if errors.Is(err, syscall.ENOENT) {
+		return res, nil // CONFIG_IMA_STAGING=n
+	}
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	records, err := c.readRecords(f, false)
+	if err != nil || len(records) == 0 {
+		return res, err
+	}
+	res.Read = len(records)
+	if err := c.save(records); err != nil {
+		return res, err
+	}
+	_, derr := f.Write([]byte("D\n"))
+	return c.finish(res, derr, len(records), false, func(e error) (Result, error) { return res, e })
 }
 
 // save makes a batch durable before the kernel is told to delete it.
@@ -441,7 +538,13 @@ func (c *Collector) save(records [][]byte) error {
 }
 
 // finish records the kernel's answer to D or N.
-func (c *Collector) finish(res Result, derr error, n int, stop func(error) (Result, error)) (Result, error) {
+//
+// The answers that say the kernel kept the records abort the batch at once:
+// ESTALE (kexec carries them), and for N, EINVAL (refused under
+// ima_flush_htable) and ENOENT (fewer records than N). Any other answer
+// leaves the batch pending, for resolvePending to decide from the kernel's
+// lists.
+func (c *Collector) finish(res Result, derr error, n int, isN bool, stop func(error) (Result, error)) (Result, error) {
 	switch {
 	case derr == nil, errors.Is(derr, syscall.ENOMEM):
 		// ENOMEM: a flushing D could not allocate the new hash table
@@ -464,11 +567,12 @@ func (c *Collector) finish(res Result, derr error, n int, stop func(error) (Resu
 			return res, err
 		}
 		return res, ErrStale
+	case isN && (errors.Is(derr, syscall.EINVAL) || errors.Is(derr, syscall.ENOENT)):
+		if err := c.st.resolve(false); err != nil {
+			return res, err
+		}
+		return res, fmt.Errorf("collector: the kernel kept the %d records: %w", n, derr)
 	default:
-		// Another answer (EINVAL for N under ima_flush_htable, ENOENT
-		// if another actor deleted the records first, ...): the batch
-		// stays pending, and the next cycle or Open decides from the
-		// kernel's lists whether the kernel still has the records.
 		return res, fmt.Errorf("collector: deleting %d records: %w", n, derr)
 	}
 }

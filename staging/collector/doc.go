@@ -17,14 +17,15 @@
 // to the store and fsync it, write "D", record the answer, close. One
 // transaction: other actors get EBUSY meanwhile.
 //
-// DeleteN: open binary_runtime_measurements O_RDWR, read to EOF, choose N
+// DeleteN: open binary_runtime_measurements O_RDWR, save and delete (D)
+// what another actor left staged, read the current list to EOF, choose N
 // (everything read, or Options.Cover, e.g. what a quote covers), write the
 // first N records durably, write "N", record the answer, close.
 //
 // Answers to the deletion: success and ENOMEM (spec Q3: the kernel has lost
 // the records) commit the batch; ESTALE (a kexec is carrying the records)
-// aborts it, and the records come back in the next kernel's list; anything
-// else leaves it pending for the next cycle.
+// aborts it, and the records come back in the next kernel's list; EINVAL or
+// ENOENT to N abort it; anything else leaves it pending for the next cycle.
 //
 // # The store
 //
@@ -39,13 +40,20 @@
 // sealed, so never deleted from the kernel); damage anywhere else is a
 // CorruptError naming the segment, offset and record number.
 //
-// A sealed batch whose answer was not recorded (a crash between the seal
-// and the commit, or an answer other than success, ENOMEM or ESTALE) is
-// decided from the kernel: if its records still appear, contiguous and in
-// order, in the kernel's lists (staged, then current), the kernel kept them
-// and the batch is aborted; otherwise it is committed. This is exact unless
-// later records repeat a deleted batch byte for byte, which only repeated
-// violation records (or duplicates let in by ima_flush_htable) can do.
+// Answers that say the kernel kept the records (ESTALE; EINVAL and ENOENT
+// to N) abort the batch at once. A sealed batch whose answer was not
+// recorded (a crash between the seal and the commit) is decided from the
+// kernel: if its lists, staged then current, still start with the batch's
+// records, the kernel kept them and the batch is aborted; otherwise it is
+// committed. A DeleteN cycle first saves and deletes whatever another
+// actor left staged, so its batch is always at that head while kept. This
+// is exact unless the records that follow a deleted batch repeat it byte
+// for byte, which only repeated violation records (or duplicates let in by
+// ima_flush_htable) can do.
+//
+// A kexec whose dump ran out of room inside a pending batch (the new list
+// starts with the batch's first records, then the new boot_aggregate) is
+// reported as ErrPartlyCarried rather than guessed at.
 //
 // Records are numbered from the cold boot: a reboot starts a new log in the
 // store (Options.NewBoot = Reboot), a kexec continues it (Kexec).

@@ -211,16 +211,6 @@ func decode(t testing.TB, l *template.Layout, data []byte) []*template.Entry {
 	return es
 }
 
-// eventName returns an entry's n-ng (or n) field without its NUL.
-func eventName(e *template.Entry) string {
-	for i := range e.Desc.NumFields() {
-		if f := e.Desc.Field(i); f == template.FieldNNG || f == template.FieldN {
-			return string(bytes.TrimRight(e.Fields[i], "\x00"))
-		}
-	}
-	return ""
-}
-
 func eventNames(t testing.TB, l *template.Layout, data []byte) map[string]int {
 	names := map[string]int{}
 	for _, e := range decode(t, l, data) {

@@ -30,6 +30,9 @@ func (c *Collector) Records(from int) ([][]byte, error) {
 	if c.st == nil {
 		return nil, os.ErrClosed
 	}
+	if c.stuck != nil {
+		return nil, c.stuck
+	}
 	if from < 0 {
 		return nil, fmt.Errorf("collector: negative record number %d", from)
 	}

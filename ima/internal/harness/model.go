@@ -242,6 +242,7 @@ type mCollector struct {
 	committed []*Record
 	pending   []*Record
 	hasPend   bool
+	stuck     bool // ErrPartlyCarried was reported
 }
 
 // Model is the reference model of a simulated system: the kernel instances

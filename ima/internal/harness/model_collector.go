@@ -8,6 +8,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging/collector"
 )
 
@@ -59,23 +60,20 @@ func (m *Model) collKernelRecords(k *mKernel, max int) ([]*Record, error) {
 }
 
 // collResolvePending decides a batch whose answer was not recorded: kept by
-// the kernel (aborted) if its records still appear, contiguous and in
-// order, in staged ++ current; else committed.
+// the kernel (aborted) if staged ++ current starts with its records; else
+// committed.
 func (m *Model) collResolvePending() error {
 	c := m.coll
 	if !c.hasPend {
 		return nil
 	}
-	kernel, err := m.collKernelRecords(c.k, -1)
+	kernel, err := m.collKernelRecords(c.k, len(c.pending))
 	if err != nil {
 		return err
 	}
-	present := false
-	for start := 0; !present && start+len(c.pending) <= len(kernel); start++ {
-		present = true
-		for i, r := range c.pending {
-			present = present && bytes.Equal(kernel[start+i].Dump, r.Dump)
-		}
+	present := len(kernel) == len(c.pending)
+	for i := 0; present && i < len(kernel); i++ {
+		present = bytes.Equal(kernel[i].Dump, c.pending[i].Dump)
 	}
 	// The model knows the truth: are the batch's records still in the
 	// kernel's lists?
@@ -95,6 +93,29 @@ func (m *Model) collResolvePending() error {
 	return nil
 }
 
+// collPartlyCarried is the collector's check after a kexec: a pending batch
+// whose first j records (0 < j < len) start the new kernel's lists and are
+// followed by a boot_aggregate was cut by the kexec dump.
+func (m *Model) collPartlyCarried() error {
+	c := m.coll
+	if !c.hasPend || len(c.pending) < 2 {
+		return nil
+	}
+	kernel, err := m.collKernelRecords(c.k, len(c.pending)+1)
+	if err != nil {
+		return err
+	}
+	j := 0
+	for j < len(c.pending) && j < len(kernel) && bytes.Equal(kernel[j].Dump, c.pending[j].Dump) {
+		j++
+	}
+	if j == 0 || j == len(c.pending) || j >= len(kernel) || !isBootAggregate(kernel[j].Entry) {
+		return nil
+	}
+	c.stuck = true
+	return collector.ErrPartlyCarried
+}
+
 func (m *Model) collResolve(commit bool) {
 	c := m.coll
 	if commit {
@@ -107,6 +128,9 @@ func (m *Model) collResolve(commit bool) {
 func (m *Model) Collect(prompt bool) (collector.Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.coll.stuck {
+		return collector.Result{}, collector.ErrPartlyCarried
+	}
 	if err := m.collResolvePending(); err != nil {
 		return collector.Result{}, err
 	}
@@ -142,30 +166,59 @@ func (m *Model) collPrompt(k *mKernel) (res collector.Result, err error) {
 	}
 	m.coll.pending, m.coll.hasPend = records, true
 	_, derr := m.write(f, []byte("D\n"), true)
-	return m.collFinish(res, derr, len(records))
+	return m.collFinish(res, derr, len(records), false)
 }
 
-// collN: open the original binary file O_RDWR, read, save, N, close.
+// collN: open the original binary file O_RDWR, save and D what is staged
+// (takeStaged), read the current list, save, N, close.
 func (m *Model) collN(k *mKernel) (res collector.Result, err error) {
 	f, err := m.collOpen(k, "binary_runtime_measurements", os.O_RDWR)
 	if err != nil {
 		return res, err
 	}
 	defer m.close(f, -1)
+	if res, err = m.collTakeStaged(k); err != nil {
+		return res, err
+	}
 	records := append([]*Record(nil), k.current...)
-	res.Read = len(records)
+	res.Read += len(records)
 	if len(records) == 0 {
 		res.Note = "nothing to delete"
 		return res, nil
 	}
 	m.coll.pending, m.coll.hasPend = records, true
 	_, derr := m.write(f, []byte(fmt.Sprintf("%d\n", len(records))), true)
-	return m.collFinish(res, derr, len(records))
+	saved := res.Saved
+	res, err = m.collFinish(res, derr, len(records), true)
+	res.Saved += saved
+	return res, err
+}
+
+// collTakeStaged: the same task opens the staged file O_RDWR (an extra
+// write), and saves and deletes what is staged.
+func (m *Model) collTakeStaged(k *mKernel) (res collector.Result, err error) {
+	f, err := m.open(k, -1, "binary_runtime_measurements_staged", os.O_RDWR)
+	if errors.Is(err, syscall.ENOENT) {
+		return res, nil
+	}
+	if err != nil {
+		return res, err
+	}
+	defer m.close(f, -1)
+	records := append([]*Record(nil), k.staged...)
+	if len(records) == 0 {
+		return res, nil
+	}
+	res.Read = len(records)
+	m.coll.pending, m.coll.hasPend = records, true
+	_, derr := m.write(f, []byte("D\n"), true)
+	return m.collFinish(res, derr, len(records), false)
 }
 
 // collFinish records the kernel's answer to D or N: success and ENOMEM
-// commit, ESTALE aborts, anything else leaves the batch pending.
-func (m *Model) collFinish(res collector.Result, derr error, n int) (collector.Result, error) {
+// commit, ESTALE aborts, EINVAL and ENOENT to N abort, anything else leaves
+// the batch pending.
+func (m *Model) collFinish(res collector.Result, derr error, n int, isN bool) (collector.Result, error) {
 	switch {
 	case derr == nil, errors.Is(derr, syscall.ENOMEM):
 		m.collResolve(true)
@@ -177,6 +230,9 @@ func (m *Model) collFinish(res collector.Result, derr error, n int) (collector.R
 	case errors.Is(derr, syscall.ESTALE):
 		m.collResolve(false)
 		return res, collector.ErrStale
+	case isN && (errors.Is(derr, syscall.EINVAL) || errors.Is(derr, syscall.ENOENT)):
+		m.collResolve(false)
+		return res, derr
 	default:
 		return res, derr
 	}
@@ -210,6 +266,9 @@ func (m *Model) CollectorSwitch() (collector.BootKind, error) {
 		c.storeBoot = target
 		return kind, nil
 	}
+	if err := m.collPartlyCarried(); err != nil {
+		return kind, err
+	}
 	if err := m.collResolvePending(); err != nil {
 		return kind, err
 	}
@@ -222,6 +281,9 @@ func (m *Model) CollectorSwitch() (collector.BootKind, error) {
 func (m *Model) CollectorRecords() ([]*Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.coll.stuck {
+		return nil, collector.ErrPartlyCarried
+	}
 	if err := m.collResolvePending(); err != nil {
 		return nil, err
 	}
@@ -230,4 +292,15 @@ func (m *Model) CollectorRecords() ([]*Record, error) {
 		return nil, err
 	}
 	return append(append([]*Record(nil), m.coll.committed...), kernel...), nil
+}
+
+// isBootAggregate reports whether e is a boot_aggregate record: its n-ng
+// (or n) field names it.
+func isBootAggregate(e *template.Entry) bool {
+	for i, f := range e.Fields {
+		if id := e.Desc.Field(i); id == template.FieldNNG || id == template.FieldN {
+			return string(bytes.TrimRight(f, "\x00")) == template.BootAggregateName
+		}
+	}
+	return false
 }

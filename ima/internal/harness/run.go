@@ -118,6 +118,8 @@ func errString(err error) string {
 		return "ErrSuspended"
 	case errors.Is(err, collector.ErrStale):
 		return "ErrStale"
+	case errors.Is(err, collector.ErrPartlyCarried):
+		return "ErrPartlyCarried"
 	case err == errKexecOff || errors.Is(err, measlist.ErrKexecTooLarge):
 		return "ErrKexecTooLarge"
 	case errors.As(err, &e):
