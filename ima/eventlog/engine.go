@@ -15,9 +15,10 @@ import (
 
 // The replay pipeline, for a list of records r0, r1, ...:
 //
-//	producer ──batches──▶ hashing workers ──▶ dispatcher ──▶ one goroutine per bank ──▶ coordinator
-//	(parse)              (template digests,   (list order)   (extends, in order; the     (scans the records in
-//	                      column check)                        bank's part of the target)  order; decides)
+//	producer ──batches──▶ hashing workers ──hashed──▶ one goroutine per bank ──▶ coordinator
+//	(parse)              (template digests,          (extends, in list order;   (scans the records in
+//	   │                  column check)               the bank's part of the     order; decides)
+//	   └──── the same batches, in list order ───────▶ target)
 //
 // Template digests of different records are independent, so any worker
 // hashes any batch. A bank's extends form a hash chain and run in list
@@ -529,7 +530,6 @@ func (rp *replayer) run(src source, workers int) error {
 	nb := 2*workers + 2
 	free := make(chan *batch, nb)
 	work := make(chan *batch, nb)
-	order := make(chan *batch, nb)
 	scan := make(chan *batch, nb)
 	quit := make(chan struct{})
 	toBank := make([]chan *batch, nbanks)
@@ -541,10 +541,15 @@ func (rp *replayer) run(src source, workers int) error {
 		b.ext = make(chan struct{}, nbanks)
 		free <- b
 	}
-	var srcErr error // written before order is closed
-	go func() {      // producer
-		defer close(work)
-		defer close(order)
+	var srcErr error // written before scan is closed
+	go func() {      // producer: batches to the workers, and in list order to every bank and the coordinator
+		defer func() {
+			close(work)
+			for _, c := range toBank {
+				close(c)
+			}
+			close(scan)
+		}()
 		for {
 			var b *batch
 			select {
@@ -554,8 +559,12 @@ func (rp *replayer) run(src source, workers int) error {
 			}
 			err := src.fill(b)
 			if len(b.recs) > 0 {
+				b.hashed = make(chan struct{})
 				work <- b
-				order <- b
+				for _, c := range toBank {
+					c <- b
+				}
+				scan <- b
 			}
 			if err != nil {
 				if err != io.EOF {
@@ -570,26 +579,14 @@ func (rp *replayer) run(src source, workers int) error {
 			w := e.newWorker()
 			for b := range work {
 				e.hashBatch(w, b)
-				b.done <- struct{}{}
+				close(b.hashed)
 			}
 		}()
 	}
-	go func() { // dispatcher: hashed batches, in list order, to every bank
-		for b := range order {
-			<-b.done
-			for _, c := range toBank {
-				c <- b
-			}
-			scan <- b
-		}
-		for _, c := range toBank {
-			close(c)
-		}
-		close(scan)
-	}()
 	for j, bk := range rp.banks {
 		go func() {
 			for b := range toBank[j] {
+				<-b.hashed
 				bk.extendBatch(e, b)
 				b.ext <- struct{}{}
 			}

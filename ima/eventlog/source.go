@@ -34,7 +34,9 @@ type batch struct {
 	// engine) and flags.
 	rows  []byte
 	flags []uint8
-	done  chan struct{} // the worker's signal that rows and flags are ready
+	// hashed is closed by the worker once rows and flags are ready (a
+	// new channel per fill, so every bank goroutine sees the close).
+	hashed chan struct{}
 	// Filled by the bank goroutines: per bank j, match[j*len(recs)+i]
 	// says whether the bank's part of the target matches after record i,
 	// and snap[j*snapStride:] holds its values before the batch.
@@ -43,7 +45,7 @@ type batch struct {
 	ext   chan struct{} // one signal per bank that extended the batch
 }
 
-func newBatch() *batch { return &batch{done: make(chan struct{}, 1)} }
+func newBatch() *batch { return &batch{} }
 
 // reset empties b for a refill, keeping its storage unless it is a
 // shared log's data or grew huge.
@@ -100,6 +102,9 @@ type binarySource struct {
 	eof   bool
 	rerr  error // a read error other than io.EOF
 	err   error // sticky result
+	// big is set once a batch filled up: later batches start at full
+	// size instead of growing from minBuf.
+	big bool
 }
 
 func newBinarySource(r io.Reader, f *format) *binarySource {
@@ -127,7 +132,12 @@ func (s *binarySource) fill(b *batch) error {
 	}
 	buf := b.buf
 	if cap(buf) == 0 {
-		buf = make([]byte, 0, max(minBuf, 2*len(s.carry)))
+		size := minBuf
+		if s.big {
+			size = batchBytes
+			b.recs = make([]recInfo, 0, batchRecords)
+		}
+		buf = make([]byte, 0, max(size, 2*len(s.carry)))
 	}
 	buf = append(buf, s.carry...)
 	s.carry = s.carry[:0]
@@ -164,6 +174,7 @@ func (s *binarySource) fill(b *batch) error {
 			s.carry = append(s.carry, buf[pos:]...)
 			b.buf = buf[:pos]
 			b.own = b.recs[:0]
+			s.big = s.big || cap(buf) >= batchBytes
 			return nil
 		}
 		// Not one whole record in buf.
