@@ -34,7 +34,8 @@ and checks that the whole list ends exactly at the values in the files:
 
 Exit status: 0 when LOG verifies; 1 when it does not, with one line on
 stderr naming the first problem and its record index (from 0) and byte
-offset; 2 for usage errors and unreadable or malformed PCR files.
+offset; 2 for usage errors, an unreadable LOG, unreadable or malformed PCR
+files, and a --resume state that does not fit LOG.
 
 PCR files, one per bank (evmctl's --pcrs), in either style:
   PCR-10: 9be6bac02bf18d09d17e726c2df00bca4e8831ea     (evmctl, TPM 1.2 sysfs)
@@ -155,7 +156,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	var pcrs pcrsFlag
 	var lf listFlags
-	fs.Var(&pcrs, "pcrs", "`ALG,FILE`: expected PCR values of bank ALG (sha1, sha256, sha384, sha512, sm3_256, ...) in FILE; repeat for each bank (at least one); FILE alone means sha1, as with evmctl")
+	fs.Var(&pcrs, "pcrs", "expected PCR values of bank `ALG,FILE`: ALG is sha1, sha256, sha384, sha512, sm3_256, ...; repeat for each bank (at least one); FILE alone means sha1, as with evmctl")
 	pcrList := fs.String("pcr", "10", "comma-separated PCRs to check; every record must extend one of them (add the PCRs of policy pcr= rules)")
 	lf.register(fs)
 	violations := fs.String("violations", "ff", "what a violation (all-zero template digest) extends: ff as the kernel does, or zero as evmctl does without --ignore-violations")

@@ -187,7 +187,11 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 	return dst, r, nil
 }
 
-// field appends the stored bytes of field f rendered as tok.
+// field appends the stored bytes of field f rendered as tok: the inverse
+// of security/integrity/ima/ima_template_lib.c:ima_show_template_data_ascii()
+// for the bytes the field's init function stores (ima_eventname_init()
+// appends a NUL to names; ima_eventinodeuid_init() stores a u32 uid/gid,
+// ima_eventinodemode_init() a u16 mode).
 func (a *asciiParser) field(f template.FieldID, tok []byte) error {
 	var err error
 	switch f {

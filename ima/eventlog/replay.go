@@ -139,7 +139,9 @@ func (l *EventLog) Replay(opts ReplayOptions) (*State, error) {
 // evmctl.
 //
 // It is go-attestation's attest.EventLog.Verify for IMA lists; it returns
-// the final state.
+// the final state. Follows ima-evm-utils src/evmctl.c:ima_measurement()
+// (the per-bank replay and the template-digest check), with the
+// differences listed in the package doc.
 func (l *EventLog) Verify(want Expected, opts ReplayOptions) (*State, error) {
 	return replay(l.f, l.source(), opts, &Target{PCRs: want}, modeVerify)
 }
