@@ -27,8 +27,9 @@ func (f *fixture) setSizes(binary, staged uint64) {
 // sized.
 func TestKexecSegmentSizeWithoutKexec(t *testing.T) {
 	f := newFixture(t, Config{})
-	_, err := f.q.KexecSegmentSize(KexecOptions{})
+	size, err := f.q.KexecSegmentSize(KexecOptions{})
 	require.ErrorIs(t, err, ErrKexecTooLarge)
+	require.Equal(t, uint64(NotTracked), size, "the size the kernel would have stored")
 }
 
 // ALIGN(size(BINARY) + size(BINARY_STAGED) + extra, PAGE_SIZE): each size
@@ -64,22 +65,26 @@ func TestKexecSegmentSize(t *testing.T) {
 			require.Equal(t, c.want, got)
 		})
 	}
+	// Refused sizes: the error, and the size the kernel stored in
+	// kexec_segment_size all the same (ULONG_MAX when it saturated).
 	tooLarge := []struct {
 		name           string
 		binary, staged uint64
 		opts           KexecOptions
+		size           uint64
 	}{
-		{"over half of RAM", 6145, 0, KexecOptions{TotalRAM: 4 * 4096}},
-		{"saturated binary", NotTracked, 0, KexecOptions{}},
-		{"saturated staged", 0, NotTracked - 1, KexecOptions{}},
-		{"sum overflows", math.MaxUint64 / 2, math.MaxUint64 / 2, KexecOptions{}},
-		{"within a page of ULONG_MAX", math.MaxUint64 - 4096 - 2048 - 48, 0, KexecOptions{TotalRAM: math.MaxUint64}},
+		{"over half of RAM", 6145, 0, KexecOptions{TotalRAM: 4 * 4096}, 3 * 4096},
+		{"saturated binary", NotTracked, 0, KexecOptions{}, NotTracked},
+		{"saturated staged", 0, NotTracked - 1, KexecOptions{}, NotTracked},
+		{"sum overflows", math.MaxUint64 / 2, math.MaxUint64 / 2, KexecOptions{}, NotTracked},
+		{"within a page of ULONG_MAX", math.MaxUint64 - 4096 - 2048 - 48, 0, KexecOptions{TotalRAM: math.MaxUint64}, NotTracked},
 	}
 	for _, c := range tooLarge {
 		t.Run(c.name, func(t *testing.T) {
 			f.setSizes(c.binary, c.staged)
-			_, err := f.q.KexecSegmentSize(c.opts)
+			size, err := f.q.KexecSegmentSize(c.opts)
 			require.ErrorIs(t, err, ErrKexecTooLarge)
+			require.Equal(t, c.size, size)
 		})
 	}
 }

@@ -433,6 +433,14 @@ func (h *harness) check() {
 	if w := h.m.Warnings(); fmt.Sprint(q.Warnings()) != fmt.Sprint(w) || q.FlushHtable() != h.m.FlushHtable() {
 		h.fatalf("warnings: queue %q, model %q", q.Warnings(), w)
 	}
+	km := q.KernelMemory()
+	if got, w := [5]int64{km.Lists, km.Retained, km.Lost, km.Htable, km.WithoutStaging},
+		[5]int64{want.KmemLists, want.KmemRetained, want.KmemLost, want.KmemHtable, want.KmemWithoutStaging}; got != w {
+		h.fatalf("kernel memory (lists, retained, lost, htable, without staging): queue %v, model %v", got, w)
+	}
+	if km.Total() != km.Lists+km.Retained+km.Lost+km.Htable {
+		h.fatalf("kernel memory total %d is not the sum of %+v", km.Total(), km)
+	}
 	freed := h.m.Freed()
 	for i, e := range freed[h.freed:] {
 		for j, fd := range e.Fields {
@@ -473,9 +481,9 @@ func randomSequence(r *rand.Rand, n int) []byte {
 }
 
 func TestQueueMatchesModel(t *testing.T) {
-	seqs, ops := 400, 60
+	seqs, ops := 1000, 80
 	if testing.Short() {
-		seqs = 60
+		seqs = 100
 	}
 	var stats [8]int
 	kexecs := 0

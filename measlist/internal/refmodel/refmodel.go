@@ -54,6 +54,39 @@ type Key struct {
 	PCR    uint32
 }
 
+// HtableBytes is the kernel's bucket array: 1024 struct hlist_head.
+const HtableBytes = 1024 * 8
+
+// Footprint is the kernel memory of a record with the given number of
+// digest slots, from the x86-64 struct sizes of ima.h and the generic
+// kmalloc caches: the queue entry (hnext 16 + later 16 + entry 8), the
+// template entry (32 bytes before template_data[], 16 per field), the
+// digests (66 bytes per struct tpm_digest) and each field's data; what
+// stays after a deletion without flush (retained) is all but the field
+// data.
+func Footprint(e *template.Entry, slots int) (live, retained int) {
+	retained = kmalloc(40) + kmalloc(32+16*len(e.Fields)) + kmalloc(66*slots)
+	live = retained
+	for _, f := range e.Fields {
+		live += kmalloc(len(f))
+	}
+	return live, retained
+}
+
+// kmalloc is the size kmalloc(n) takes: the smallest of the generic caches
+// (kmalloc-8 to kmalloc-8k) that holds n, whole pages above, nothing for 0.
+func kmalloc(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	for _, c := range []int{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192} {
+		if n <= c {
+			return c
+		}
+	}
+	return (n + 4095) / 4096 * 4096
+}
+
 // KeyOf returns e's hash-table key under layout l.
 func KeyOf(l *template.Layout, e *template.Entry) Key {
 	return Key{string(e.Digests[l.HashIndex()].Value), e.PCR}
@@ -82,6 +115,10 @@ type Model struct {
 	pcrs       tpmext.PCRValues
 	tpmErrors  int64
 	failAlloc  bool
+
+	// retained and added are kernel memory (Footprint): what deleted
+	// records still hold, and every record ever appended, whole.
+	retained, added int64
 }
 
 // New returns an empty model, with PCRs at their reset values.
@@ -155,6 +192,8 @@ func digestOf(e *template.Entry, alg tpmext.Algorithm) []byte {
 }
 
 func (m *Model) appendLocked(e *template.Entry) {
+	live, _ := Footprint(e, m.cfg.Layout.NumSlots())
+	m.added += int64(live)
 	m.current = append(m.current, e)
 	m.full++
 	if sz := uint64(e.BinaryRuntimeSize()); m.fullSize < NotTracked-sz {
@@ -226,7 +265,7 @@ func (m *Model) DeleteStaged() (int, error) {
 		m.h = map[Key]bool{}
 		m.hlen = 0
 	}
-	m.freed = append(m.freed, trim...)
+	m.releaseLocked(trim, m.flush)
 	return len(trim), nil
 }
 
@@ -242,10 +281,24 @@ func (m *Model) DeletePartial(n uint64) error {
 	case m.suspended:
 		return syscall.ESTALE
 	}
-	m.freed = append(m.freed, m.current[:n]...)
+	m.releaseLocked(m.current[:n], false)
 	m.current = append([]*template.Entry(nil), m.current[n:]...)
 	m.generation++
 	return nil
+}
+
+// releaseLocked records deleted records: their field data is freed; the
+// rest too when the hash table is flushed or disabled, else it stays for
+// the hash table (retained).
+func (m *Model) releaseLocked(es []*template.Entry, flushed bool) {
+	m.freed = append(m.freed, es...)
+	if flushed || m.cfg.HtableDisabled {
+		return
+	}
+	for _, e := range es {
+		_, retained := Footprint(e, m.cfg.Layout.NumSlots())
+		m.retained += int64(retained)
+	}
 }
 
 // Suspend sets the suspended flag.
@@ -266,6 +319,10 @@ type Snapshot struct {
 	Suspended       bool
 	TPMErrors       int64
 	PCRs            tpmext.PCRValues
+	// Kernel memory: records in the lists, retained by deleted records,
+	// lost by a failed flush (all from Footprint), the bucket array, and
+	// every record ever appended plus the bucket array.
+	KmemLists, KmemRetained, KmemLost, KmemHtable, KmemWithoutStaging int64
 }
 
 // Snapshot returns the observable state, sharing nothing with the model.
@@ -286,6 +343,18 @@ func (m *Model) Snapshot() Snapshot {
 	if m.cfg.Kexec {
 		s.Sizes = [3]uint64{withHeader(sumSize(m.current)), withHeader(sumSize(m.staged)), withHeader(m.fullSize)}
 	}
+	slots := m.cfg.Layout.NumSlots()
+	for _, e := range append(append([]*template.Entry(nil), m.current...), m.staged...) {
+		live, _ := Footprint(e, slots)
+		s.KmemLists += int64(live)
+	}
+	for _, e := range m.lost {
+		live, _ := Footprint(e, slots)
+		s.KmemLost += int64(live)
+	}
+	s.KmemRetained = m.retained
+	s.KmemHtable = HtableBytes
+	s.KmemWithoutStaging = m.added + HtableBytes
 	if m.pcrs != nil {
 		s.PCRs = make(tpmext.PCRValues, len(m.pcrs))
 		for alg, vals := range m.pcrs {
