@@ -239,8 +239,14 @@ func (q *Queue) RestoreKexec(buf []byte) (RestoreResult, error) {
 	}
 	for read := uint64(0); dec.Offset() < int64(size-KexecHeaderSize) && read < count; {
 		read++
+		at := dec.Offset()
 		rec, err := dec.Next()
 		if errors.Is(err, template.ErrUnknownTemplate) {
+			// ima_parse_buf() has read the whole record before the name
+			// is looked up: broken framing is EINVAL, not a stop.
+			if !restoreFramed(buf[KexecHeaderSize+at:size], o, read == count) {
+				return res, fmt.Errorf("measlist: restoring kexec record %d: %v, and the record is malformed: %w", dec.Index(), err, syscall.EINVAL)
+			}
 			res.Stopped = err
 			return res, nil
 		}
@@ -263,4 +269,34 @@ func (q *Queue) RestoreKexec(buf []byte) (RestoreResult, error) {
 		res.Restored++
 	}
 	return res, nil
+}
+
+// restoreFramed reports whether b starts with a whole kexec record as
+// ima_parse_buf() reads it in ima_restore_measurement_list(): pcr (4),
+// digest (20), then the length-prefixed template name and template data,
+// all within b, and for the last counted record (ENFORCE_BUFEND) ending
+// exactly at b's end.
+func restoreFramed(b []byte, o template.Order, last bool) bool {
+	if len(b) < 4+20 {
+		return false
+	}
+	b = b[4+20:]
+	for range 2 { // template name, template data
+		if len(b) < 4 {
+			return false
+		}
+		n := uint64(readU32(b, o))
+		if n > uint64(len(b)-4) {
+			return false
+		}
+		b = b[4+n:]
+	}
+	return !last || len(b) == 0
+}
+
+func readU32(b []byte, o template.Order) uint32 {
+	if o == template.BigEndian {
+		return binary.BigEndian.Uint32(b)
+	}
+	return binary.LittleEndian.Uint32(b)
 }

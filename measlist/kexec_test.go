@@ -553,6 +553,37 @@ func TestRestoreKexecUnknownTemplateStops(t *testing.T) {
 	requireRestored(t, g, rs[:1], g.q.Entries(Current))
 }
 
+// The kernel reads a record's whole framing (ima_parse_buf() of pcr,
+// digest, name and template data, with ENFORCE_BUFEND on the last counted
+// record) before it looks the template name up, so an unknown name in a
+// record whose framing is broken is -EINVAL, not a stop.
+func TestRestoreKexecUnknownTemplateBadFramingEINVAL(t *testing.T) {
+	f := newFixture(t, Config{Kexec: true})
+	rs := f.addFiles("/a", 1)
+	good := binarySHA1(t, f.l, rs...)
+	bad := record("no-such|field", []byte("x"))
+	for _, c := range []struct {
+		name  string
+		recs  []byte
+		count uint64
+	}{
+		{"template data cut", append(append([]byte(nil), good...), bad[:len(bad)-3]...), 2},
+		{"name cut", append(append([]byte(nil), good...), bad[:4+20+4+5]...), 2},
+		{"bytes after the last counted record", append(append(append([]byte(nil), good...), bad...), 0), 2},
+	} {
+		_, res, err := restoreInto(t, dumpOf(t, f.l, c.count, c.recs))
+		require.ErrorIs(t, err, syscall.EINVAL, c.name)
+		require.Nil(t, res.Stopped, c.name)
+		require.Equal(t, 1, res.Restored, c.name)
+	}
+	// Well framed, and not the last counted record: a stop, as before.
+	recs := append(append(append([]byte(nil), good...), bad...), good...)
+	_, res, err := restoreInto(t, dumpOf(t, f.l, 3, recs))
+	require.NoError(t, err)
+	require.Error(t, res.Stopped)
+	require.Equal(t, 1, res.Restored)
+}
+
 // A custom format name that is valid is restored as that format; a name
 // equal to a builtin's format resolves to the builtin.
 func TestRestoreKexecCustomFormat(t *testing.T) {
