@@ -2,8 +2,6 @@ package eventlog
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/sha256"
 	"fmt"
 	"slices"
 
@@ -98,25 +96,12 @@ type Target struct {
 // q.Key.) It is tpmext.Quote.Verify without the PCR values, which the
 // replay supplies.
 func QuoteTarget(q *tpmext.Quote, nonce []byte, sel tpmext.Selection) (Target, error) {
-	if q == nil || q.Key == nil {
-		return Target{}, fmt.Errorf("%w: no key", tpmext.ErrQuoteSignature)
+	if q == nil {
+		return Target{}, fmt.Errorf("%w: no quote", tpmext.ErrQuoteSignature)
 	}
-	h := sha256.Sum256(q.Attest)
-	if !ecdsa.VerifyASN1(q.Key, h[:], q.Signature) {
-		return Target{}, tpmext.ErrQuoteSignature
-	}
-	info, err := q.Info()
+	info, err := q.Check(nonce, sel)
 	if err != nil {
 		return Target{}, err
-	}
-	if !bytes.Equal(info.Nonce, nonce) {
-		return Target{}, tpmext.ErrQuoteNonce
-	}
-	want := slices.Clone(sel.PCRs)
-	slices.Sort(want)
-	want = slices.Compact(want)
-	if info.Selection.Alg != sel.Alg || !slices.Equal(info.Selection.PCRs, want) {
-		return Target{}, fmt.Errorf("%w: quote has %v %v, want %v %v", tpmext.ErrQuoteSelection, info.Selection.Alg, info.Selection.PCRs, sel.Alg, want)
 	}
 	return Target{Quotes: []QuoteDigest{{Selection: info.Selection, Digest: info.PCRDigest}}}, nil
 }
