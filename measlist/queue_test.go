@@ -9,12 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/tpmext"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 )
 
 // --- measure(r) -----------------------------------------------------------
@@ -984,4 +988,72 @@ func TestStagingAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("refused A: %v allocations, want 0", n)
 	}
+}
+
+// A reader resuming with a cursor while A and N run must never reach a
+// released record (which panics) nor resume into another list. The
+// generation must change only after the lists have: a reader that saw the
+// new generation with the old list would save a cursor that the next walk
+// trusts, pointing at a record that has since been released or staged.
+// The window is a few instructions wide, so the test runs many short
+// rounds: the reader walks two records at a time from the head of the
+// current list; the deleter appends, removes the first records by N (or
+// stages and deletes every record) and waits for the release.
+func TestWalkAtCursorDuringStageAndDelete(t *testing.T) {
+	budget := time.Second
+	if testing.Short() {
+		budget = 300 * time.Millisecond
+	}
+	f := newFixtureWith(t, Config{}, nil, template.LittleEndian)
+	es := cheapEntries(0, 1<<19)
+	next := 0
+	add := func(n int) {
+		for range n {
+			f.q.RestoreEntry(es.es[next])
+			next++
+		}
+	}
+	add(8)
+	var stop atomic.Bool
+	var walks atomic.Int64
+	var g errgroup.Group
+	g.Go(func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("reader: %v", p)
+			}
+		}()
+		var c Cursor
+		for !stop.Load() {
+			// Positions 0, 1 then 2, 3: the second walk resumes from the
+			// first's cursor when the generation has not changed.
+			for _, pos := range []int{0, 2} {
+				f.q.WalkAt(Current, pos, &c, func(i int, e *template.Entry) bool {
+					if e.Fields[0] == nil {
+						panic(fmt.Sprintf("record %d was released", i))
+					}
+					return i < pos+1
+				})
+				walks.Add(1)
+			}
+			runtime.Gosched()
+		}
+		return nil
+	})
+	rounds := 0
+	for deadline := time.Now().Add(budget); time.Now().Before(deadline) && next+16 <= len(es.es); rounds++ {
+		add(4)
+		if rounds%8 == 0 {
+			require.NoError(t, f.q.Stage())
+			_, err := f.q.DeleteStaged()
+			require.NoError(t, err)
+			add(8)
+		} else {
+			require.NoError(t, f.q.DeletePartial(4))
+		}
+		runtime.Gosched()
+	}
+	stop.Store(true)
+	require.NoError(t, g.Wait())
+	t.Logf("%d rounds, %d walks", rounds, walks.Load())
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/measlist/internal/refmodel"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 )
@@ -47,11 +48,13 @@ func TestConcurrentAddStageDeleteRead(t *testing.T) {
 type captured struct {
 	e    *template.Entry
 	path string
-	size int
+	byN  bool // deleted by N rather than D
+	live int  // its kernel footprint (refmodel.Footprint) while listed
 }
 
 func capture(e *template.Entry) captured {
-	return captured{e: e, path: string(bytes.TrimRight(e.Fields[1], "\x00")), size: e.BinaryRuntimeSize()}
+	live, _ := refmodel.Footprint(e, 2)
+	return captured{e: e, path: string(bytes.TrimRight(e.Fields[1], "\x00")), live: live}
 }
 
 func raceRun(t *testing.T, cfg Config, budget time.Duration) {
@@ -70,6 +73,7 @@ func raceRun(t *testing.T, cfg Config, budget time.Duration) {
 	}
 	addedBy := make([][]*template.Entry, adders) // each adder's own, in its order
 	addedSize := make([]uint64, adders)
+	addedMem := make([]int64, adders) // kernel footprints, taken before Add
 
 	stop := time.Now().Add(budget)
 	running := func() bool { return time.Now().Before(stop) }
@@ -84,11 +88,13 @@ func raceRun(t *testing.T, cfg Config, budget time.Duration) {
 					e = fileEntry(t, l, fmt.Sprintf("/race/a%d/%06d", a, seq), fmt.Sprint(seq), 10)
 				}
 				size := uint64(e.BinaryRuntimeSize()) // a deleter may free it once added
+				live, _ := refmodel.Footprint(e, l.NumSlots())
 				if err := f.q.Add(e); err != nil {
 					return fmt.Errorf("adder %d record %d: %w", a, seq, err)
 				}
 				addedBy[a] = append(addedBy[a], e)
 				addedSize[a] += size
+				addedMem[a] += int64(live)
 				if seq%8 == 0 {
 					runtime.Gosched() // 2 cores: let the writers in
 				}
@@ -151,6 +157,9 @@ func raceRun(t *testing.T, cfg Config, budget time.Duration) {
 					n := 1 + r.IntN(len(got))
 					if err := f.q.DeletePartial(uint64(n)); err != nil {
 						return fmt.Errorf("deleter %d: N %d: %w", p, n, err)
+					}
+					for i := range got[:n] {
+						got[i].byN = true
 					}
 					deleted = append(deleted, got[:n]...)
 					stats.Lock()
@@ -254,6 +263,27 @@ func raceRun(t *testing.T, cfg Config, budget time.Duration) {
 			require.True(t, f.inHtable(e))
 		}
 	}
+
+	// The modelled kernel memory agrees with the lists and the deletions:
+	// deleted records keep all but their field data unless a flushing D or
+	// the absence of a hash table freed them whole.
+	var wantMem refmodel.Snapshot
+	for _, c := range log[len(deleted):] {
+		wantMem.KmemLists += int64(c.live)
+	}
+	for _, c := range deleted {
+		if !cfg.HtableDisabled && (c.byN || !cfg.FlushHtable) {
+			_, retained := refmodel.Footprint(c.e, l.NumSlots())
+			wantMem.KmemRetained += int64(retained)
+		}
+	}
+	wantMem.KmemWithoutStaging = refmodel.HtableBytes
+	for _, m := range addedMem {
+		wantMem.KmemWithoutStaging += m
+	}
+	km := f.q.KernelMemory()
+	require.Equal(t, [4]int64{wantMem.KmemLists, wantMem.KmemRetained, 0, wantMem.KmemWithoutStaging},
+		[4]int64{km.Lists, km.Retained, km.Lost, km.WithoutStaging}, "kernel memory: lists, retained, lost, without staging")
 
 	// The PCRs are the replay of the log in list order.
 	f.history = history

@@ -29,7 +29,6 @@ func (q *Queue) Stage() error {
 	if q.suspended {
 		return syscall.EACCES
 	}
-	q.generation.Add(1)
 	q.current.replaceLocked(&q.staged)
 	q.numRecords[BinaryStaged].Store(q.numRecords[Binary].Load())
 	q.numRecords[Binary].Store(0)
@@ -37,6 +36,7 @@ func (q *Queue) Stage() error {
 		q.binaryRuntimeSize[BinaryStaged] = q.binaryRuntimeSize[Binary]
 		q.binaryRuntimeSize[Binary] = 0
 	}
+	q.bumpGenerationLocked()
 	return nil
 }
 
@@ -69,8 +69,8 @@ func (q *Queue) DeleteStaged() (int, error) {
 		q.unlockTimed(start)
 		return 0, syscall.ESTALE
 	}
-	q.generation.Add(1)
 	first := q.staged.detachLocked()
+	q.bumpGenerationLocked()
 	n := q.numRecords[BinaryStaged].Swap(0)
 	if q.cfg.Kexec {
 		q.binaryRuntimeSize[BinaryStaged] = 0
@@ -144,8 +144,8 @@ func (q *Queue) DeletePartial(n uint64) error {
 	// last remains valid because ima_fs.c enforces single-writer
 	// exclusion: nothing but appends changed the current list since the
 	// walk.
-	q.generation.Add(1)
 	first := q.current.cutLocked(last)
+	q.bumpGenerationLocked()
 	q.numRecords[Binary].Add(-int64(n))
 	if q.cfg.Kexec {
 		q.binaryRuntimeSize[Binary] -= size
@@ -224,6 +224,17 @@ func (q *Queue) loseDetached(first *qentry, count int) {
 		qe = qe.next.Load()
 	}
 }
+
+// bumpGenerationLocked announces that records left a list or moved
+// between lists. It must come after the change: WalkAt reads the
+// generation before a list's head, so a bump made first would let a
+// reader see the new generation with the old list and save a cursor that
+// later walks trust, pointing at a record since staged or released. Bumped
+// after, a reader that still sees the old generation is inside a read-side
+// section that began before the change, so the release waits for it too.
+//
+// Preconditions: extendListMutex is held.
+func (q *Queue) bumpGenerationLocked() { q.generation.Add(1) }
 
 // lockTimed takes extendListMutex and returns when it got it; unlockTimed
 // drops it and records how long it was held (LastHold). Used by the
