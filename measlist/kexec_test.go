@@ -107,10 +107,9 @@ func TestKexecSegmentSizeFromLists(t *testing.T) {
 // --- DumpKexec ------------------------------------------------------------
 
 type kexecHeader struct {
-	Version              uint16
-	Reserved             [6]byte
-	BufferSize, Count    uint64
-	versionBytes, layout []byte
+	Version           uint16
+	Reserved          [6]byte
+	BufferSize, Count uint64
 }
 
 func parseHeader(t testing.TB, o template.Order, buf []byte) kexecHeader {
@@ -348,13 +347,11 @@ func TestKexecAfterPartialDeleteWhileStaged(t *testing.T) {
 	g.wantCounts(3, 0, 3)
 }
 
-// dumpOf returns a dump of es (header in order o, SHA-1 records) with the
-// given count; the buffer size is the dump's length.
+// dumpOf returns a dump of the given records (header in l's order) with
+// the given count; the buffer size is the dump's length.
 func dumpOf(t *testing.T, l *template.Layout, count uint64, records []byte) []byte {
 	t.Helper()
-	hdr := make([]byte, KexecHeaderSize)
-	hdr = hdr[:0]
-	hdr = appendU16(hdr, l.Order(), 1)
+	hdr := appendU16(nil, l.Order(), 1)
 	hdr = append(hdr, 0, 0, 0, 0, 0, 0)
 	hdr = appendU64(hdr, l.Order(), uint64(KexecHeaderSize+len(records)))
 	hdr = appendU64(hdr, l.Order(), count)
