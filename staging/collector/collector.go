@@ -408,7 +408,6 @@ func (c *Collector) cyclePrompt() (res Result, err error) {
 			err = cerr
 		}
 	}()
-	stop := func(e error) (Result, error) { return res, e }
 	if _, err := f.Write([]byte("A\n")); err != nil {
 		switch {
 		case errors.Is(err, syscall.ENOENT):
@@ -423,25 +422,21 @@ func (c *Collector) cyclePrompt() (res Result, err error) {
 		// or another actor): take them as this cycle's batch.
 	}
 	if err := c.hook(StepStaged); err != nil {
-		return stop(err)
+		return res, err
 	}
 	records, err := c.readRecords(f, true)
 	if err != nil {
-		return stop(err)
+		return res, err
 	}
 	res.Read = len(records)
 	if err := c.hook(StepRead); err != nil {
-		return stop(err)
+		return res, err
 	}
 	if len(records) == 0 {
 		res.Note = "staged list empty"
 		return res, nil
 	}
-	if err := c.save(records); err != nil {
-		return stop(err)
-	}
-	_, derr := f.Write([]byte("D\n"))
-	return c.finish(res, derr, len(records), false, stop)
+	return c.saveAndDelete(res, f, records, "D\n", false)
 }
 
 // cycleN: open the original binary file O_RDWR, read to EOF, save, N.
@@ -457,20 +452,19 @@ func (c *Collector) cycleN() (res Result, err error) {
 			err = cerr
 		}
 	}()
-	stop := func(e error) (Result, error) { return res, e }
 	if res, err = c.takeStaged(); err != nil {
 		return res, err
 	}
 	if err := c.hook(StepStaged); err != nil {
-		return stop(err)
+		return res, err
 	}
 	records, err := c.readRecords(f, true)
 	if err != nil {
-		return stop(err)
+		return res, err
 	}
 	res.Read += len(records)
 	if err := c.hook(StepRead); err != nil {
-		return stop(err)
+		return res, err
 	}
 	n := len(records)
 	if c.opts.Cover != nil {
@@ -485,12 +479,8 @@ func (c *Collector) cycleN() (res Result, err error) {
 		res.Note = "nothing to delete"
 		return res, nil
 	}
-	if err := c.save(records[:n]); err != nil {
-		return stop(err)
-	}
-	_, derr := f.Write([]byte(strconv.Itoa(n) + "\n"))
 	saved := res.Saved
-	res, err = c.finish(res, derr, n, true, stop)
+	res, err = c.saveAndDelete(res, f, records[:n], strconv.Itoa(n)+"\n", true)
 	res.Saved += saved
 	return res, err
 }
@@ -522,19 +512,20 @@ func (c *Collector) takeStaged() (res Result, err error) {
 		return res, err
 	}
 	res.Read = len(records)
-	if err := c.save(records); err != nil {
-		return res, err
-	}
-	_, derr := f.Write([]byte("D\n"))
-	return c.finish(res, derr, len(records), false, func(e error) (Result, error) { return res, e })
+	return c.saveAndDelete(res, f, records, "D\n", false)
 }
 
-// save makes a batch durable before the kernel is told to delete it.
-func (c *Collector) save(records [][]byte) error {
+// saveAndDelete makes records durable as a batch, then sends request (D or
+// N) to f and records the kernel's answer.
+func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, request string, isN bool) (Result, error) {
 	if err := c.st.writeRecords(records, func() error { return c.hook(StepWritten) }); err != nil {
-		return err
+		return res, err
 	}
-	return c.hook(StepSealed)
+	if err := c.hook(StepSealed); err != nil {
+		return res, err
+	}
+	_, derr := f.Write([]byte(request))
+	return c.finish(res, derr, len(records), isN)
 }
 
 // finish records the kernel's answer to D or N.
@@ -544,7 +535,7 @@ func (c *Collector) save(records [][]byte) error {
 // ima_flush_htable) and ENOENT (fewer records than N). Any other answer
 // leaves the batch pending, for resolvePending to decide from the kernel's
 // lists.
-func (c *Collector) finish(res Result, derr error, n int, isN bool, stop func(error) (Result, error)) (Result, error) {
+func (c *Collector) finish(res Result, derr error, n int, isN bool) (Result, error) {
 	switch {
 	case derr == nil, errors.Is(derr, syscall.ENOMEM):
 		// ENOMEM: a flushing D could not allocate the new hash table
@@ -552,7 +543,7 @@ func (c *Collector) finish(res Result, derr error, n int, isN bool, stop func(er
 		// from the kernel all the same, so the saved copy is the only
 		// one.
 		if err := c.hook(StepDeleted); err != nil {
-			return stop(err)
+			return res, err
 		}
 		if err := c.st.resolve(true); err != nil {
 			return res, err
