@@ -2,88 +2,44 @@ package eventlog
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 
+	"github.com/imasim/imasim/ima/eventlog/evmctl"
 	"github.com/imasim/imasim/ima/eventlog/internal/gen"
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/tpmext"
 )
 
-// evmctlRun is one run of evmctl ima_measurement.
-type evmctlRun struct {
-	rc     int
-	stderr string
-}
+// evmctlRun is one run of evmctl ima_measurement, with the judge recipe.
+type evmctlRun struct{ evmctl.Result }
 
-// runEvmctl runs the judge command of ecosystem.md §4.4:
-//
-//	evmctl -v ima_measurement [--ignore-violations] --pcrs sha1,F1 --pcrs sha256,F2 LOG
-func runEvmctl(t *testing.T, evmctl, dir string, list []byte, pcrs tpmext.PCRValues, ignoreViolations bool) evmctlRun {
+// runEvmctl writes list into dir and runs the judge command of
+// ecosystem.md §4.4 on it.
+func runEvmctl(t *testing.T, path, dir string, list []byte, pcrs tpmext.PCRValues, ignoreViolations bool) evmctlRun {
 	t.Helper()
 	logFile := filepath.Join(dir, "binary_runtime_measurements")
-	args := []string{"-v", "ima_measurement"}
-	if ignoreViolations {
-		args = append(args, "--ignore-violations")
+	if err := os.WriteFile(logFile, list, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	var files []string
 	for _, b := range []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256} {
 		f := filepath.Join(dir, "pcrs-"+b.String())
 		if err := os.WriteFile(f, AppendPCRFile(nil, pcrs[b]), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		args = append(args, "--pcrs", b.String()+","+f)
+		files = append(files, b.String()+","+f)
 	}
-	if err := os.WriteFile(logFile, list, 0o644); err != nil {
+	r, err := evmctl.Run(path, logFile, files, ignoreViolations)
+	if err != nil {
 		t.Fatal(err)
 	}
-	args = append(args, logFile)
-	cmd := exec.Command(evmctl, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	rc := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		rc = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return evmctlRun{rc: rc, stderr: stderr.String()}
+	return evmctlRun{r}
 }
 
-var succeedRE = regexp.MustCompile(`(?m)^(sha1|sha256) PCR-(\d+): succeed at entry (\d+)$`)
-
-// judge applies the recipe of ecosystem.md §4.4 to an evmctl run: rc 0;
-// "Matched per TPM bank calculated digest(s)." (or, for a pre-5.8 list,
-// "Matched SHA1 padded TPM digest(s)."); every bank succeeding, at entry
-// N equal to the number of records; and no "Failed to verify template
-// data digest".
-//
-// With several PCRs evmctl also prints "succeed" for a PCR that matches at
-// an entry where another PCR of the bank does not yet (compare_tpm_banks()
-// goes on with the next PCR), so a bank succeeds at the last entry it
-// prints; the recipe's "N" is that one.
-func (r evmctlRun) judge(records int, padded bool) bool {
-	matched := "Matched per TPM bank calculated digest(s)."
-	if padded {
-		matched = "Matched SHA1 padded TPM digest(s)."
-	}
-	if r.rc != 0 || !bytes.Contains([]byte(r.stderr), []byte(matched)) ||
-		bytes.Contains([]byte(r.stderr), []byte("Failed to verify template data digest")) {
-		return false
-	}
-	last := map[string]int{}
-	for _, m := range succeedRE.FindAllStringSubmatch(r.stderr, -1) {
-		n, _ := strconv.Atoi(m[3])
-		last[m[1]] = max(last[m[1]], n)
-	}
-	return last["sha1"] == records && last["sha256"] == records
-}
+func (r evmctlRun) judge(records int, padded bool) bool { return r.Accepts(records, padded) }
 
 // TestAgreementWithEvmctl generates good and bad lists and checks that
 // evmctl (judged by the recipe) and Verify accept and reject the same
@@ -177,12 +133,12 @@ func TestAgreementWithEvmctl(t *testing.T) {
 			// evmctl stops at the first entry where the banks match:
 			// rc 0 and "succeed at entry" count-1. Only the judge's
 			// N == count rule catches it.
-			if r.rc != 0 || !bytes.Contains([]byte(r.stderr), []byte("Matched per TPM bank")) {
-				t.Errorf("evmctl no longer passes a list with a trailing record (rc %d); update the documented difference", r.rc)
+			if r.RC != 0 || !bytes.Contains([]byte(r.Stderr), []byte("Matched per TPM bank")) {
+				t.Errorf("evmctl no longer passes a list with a trailing record (rc %d); update the documented difference", r.RC)
 			}
-			for _, m := range succeedRE.FindAllStringSubmatch(r.stderr, -1) {
-				if n, _ := strconv.Atoi(m[3]); n != x.count-1 {
-					t.Errorf("evmctl %s succeeds at entry %d, want %d", m[1], n, x.count-1)
+			for bank, n := range r.LastSucceed() {
+				if n != x.count-1 {
+					t.Errorf("evmctl %s succeeds at entry %d, want %d", bank, n, x.count-1)
 				}
 			}
 			if r.judge(x.count, false) {
@@ -190,8 +146,8 @@ func TestAgreementWithEvmctl(t *testing.T) {
 			}
 		}},
 		{name: "ima mixed with ima-ng (evmctl refuses)", list: mixed, accept: true, evmctlDiffers: func(t *testing.T, r evmctlRun, x listT) {
-			if r.rc == 0 || !bytes.Contains([]byte(r.stderr), []byte("Mixed measurement list")) {
-				t.Errorf("evmctl accepts a list mixing ima and ima-ng (rc %d); update the documented difference", r.rc)
+			if r.RC == 0 || !bytes.Contains([]byte(r.Stderr), []byte("Mixed measurement list")) {
+				t.Errorf("evmctl accepts a list mixing ima and ima-ng (rc %d); update the documented difference", r.RC)
 			}
 		}},
 	}
@@ -221,7 +177,7 @@ func TestAgreementWithEvmctl(t *testing.T) {
 				return
 			}
 			if got := r.judge(x.count, x.padded); got != c.accept {
-				t.Errorf("evmctl (judged): accept=%v, want %v; rc %d, stderr tail:\n%s", got, c.accept, r.rc, tail(r.stderr, 14))
+				t.Errorf("evmctl (judged): accept=%v, want %v; rc %d, stderr tail:\n%s", got, c.accept, r.RC, tail(r.Stderr, 14))
 			}
 		})
 	}
