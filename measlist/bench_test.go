@@ -247,7 +247,7 @@ func BenchmarkLockHold(b *testing.B) {
 	const samples = 9
 	for _, op := range []string{"stage", "deletestaged", "deletepartial"} {
 		b.Run("op="+op, func(b *testing.B) {
-			for _, records := range []int{1000, 1000000} {
+			for _, records := range []int{1000, 10000, 100000, 1000000} {
 				b.Run(fmt.Sprintf("records=%d", records), func(b *testing.B) {
 					s := cheapEntries(0, records)
 					var holds []time.Duration
