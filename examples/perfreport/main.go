@@ -93,8 +93,8 @@ func run(c config) error {
 	env := machine(c.root)
 
 	add, addErr := runBench(c.root, "./measlist/", "^BenchmarkAdd$", bt(""))
-	lock, lockErr := runBench(c.root, "./measlist/", lockPattern, bt("3x"))
-	rel2, relErr := runBench(c.root, "./measlist/", releasePattern, bt("3x"))
+	lock, lockErr := runBench(c.root, "./measlist/", lockPattern, bt("5x"))
+	rel2, relErr := runBench(c.root, "./measlist/", releasePattern, bt("5x"))
 	mem, memErr := runBench(c.root, "./measlist/", "^BenchmarkMemory$", "1x")
 	tdig, tdigErr := runBench(c.root, "./ima/template/", "^(BenchmarkTemplateDigest|BenchmarkDecode|BenchmarkDecoder)$", bt(""))
 	var ver *benchRun
