@@ -404,6 +404,31 @@ func DecodeAll(data []byte, opts DecodeOptions) ([]*Entry, error) {
 	}
 }
 
+// Split cuts a binary measurement list into its records, each checked as
+// DecodeAll checks it; the records are subslices of data (capacity cut at
+// their end). On a malformed record it returns the records before it and a
+// *DecodeError.
+func Split(data []byte, opts DecodeOptions) ([][]byte, error) {
+	p, err := newRecordParser(opts)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	var r parsed
+	c := &sliceCursor{data: data}
+	for i := 0; ; i++ {
+		start := c.off
+		err := p.parse(c, i, &r)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, data[start:c.off:c.off])
+	}
+}
+
 // Decoder reads a binary measurement list from a stream one record at a
 // time, holding only the current record.
 type Decoder struct {

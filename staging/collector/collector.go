@@ -349,22 +349,7 @@ func (c *Collector) readRecords(f staging.File, hooks bool) ([][]byte, error) {
 
 // split cuts a binary list (SHA-1 column) into records, checking each.
 func (c *Collector) split(data []byte) ([][]byte, error) {
-	dec, err := template.NewDecoder(bytes.NewReader(data), template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
-	if err != nil {
-		return nil, err
-	}
-	var out [][]byte
-	var off int64
-	for {
-		if _, err := dec.Next(); err == io.EOF {
-			return out, nil
-		} else if err != nil {
-			return nil, err
-		}
-		end := dec.Offset()
-		out = append(out, data[off:end:end])
-		off = end
-	}
+	return template.Split(data, template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
 }
 
 // Cycle runs one collection cycle of the configured flavour.

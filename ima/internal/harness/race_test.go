@@ -469,21 +469,7 @@ func readAll(f *staging.SimFile, r *rand.Rand) ([]byte, error) {
 // splitRecords decodes a binary list with digests of size bytes into its
 // records, failing on any torn or malformed record.
 func splitRecords(data []byte, size int) ([][]byte, error) {
-	dec, err := template.NewDecoder(bytes.NewReader(data), template.DecodeOptions{DigestSize: size})
-	if err != nil {
-		return nil, err
-	}
-	var out [][]byte
-	var off int64
-	for {
-		if _, err := dec.Next(); err == io.EOF {
-			return out, nil
-		} else if err != nil {
-			return nil, err
-		}
-		out = append(out, data[off:dec.Offset()])
-		off = dec.Offset()
-	}
+	return template.Split(data, template.DecodeOptions{DigestSize: size})
 }
 
 // checkRead checks one open..EOF pass of a file: binary lists decode
