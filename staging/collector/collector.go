@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imasim/imasim/ima/eventlog"
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging"
 )
@@ -81,6 +82,16 @@ type Options struct {
 	// number a quote covers, from eventlog); it gets the log's committed
 	// record count and the records read. Nil deletes everything read.
 	Cover func(committed int, records [][]byte) (int, error)
+	// Quote, if set (and Cover is not), makes a DeleteN cycle delete only
+	// the records a quote covers, as the documentation's "Remote
+	// Attestation Agent Workflow" asks: the cycle calls it before reading
+	// the current list (so the list holds at least what the quote covers),
+	// then replays the log since boot (the store's records, then the
+	// records read) with ima/eventlog until the target matches. What
+	// follows stays in the kernel for the next cycle. Return
+	// eventlog.QuoteTarget of a fresh quote, or PCR values read from the
+	// TPM as a target.
+	Quote func() (eventlog.Target, error)
 	// Retries and Backoff bound the retries of an open refused with
 	// EBUSY (another actor has the files): Backoff doubles after each
 	// attempt up to one second. Zero values mean 50 attempts from 1 ms.
@@ -440,6 +451,14 @@ func (c *Collector) cycleN() (res Result, err error) {
 	if res, err = c.takeStaged(); err != nil {
 		return res, err
 	}
+	cover := c.opts.Cover
+	if cover == nil && c.opts.Quote != nil {
+		target, err := c.opts.Quote()
+		if err != nil {
+			return res, fmt.Errorf("collector: quote: %w", err)
+		}
+		cover = c.quoteCover(target)
+	}
 	if err := c.hook(StepStaged); err != nil {
 		return res, err
 	}
@@ -452,8 +471,8 @@ func (c *Collector) cycleN() (res Result, err error) {
 		return res, err
 	}
 	n := len(records)
-	if c.opts.Cover != nil {
-		if n, err = c.opts.Cover(len(c.st.log.records), records); err != nil {
+	if cover != nil {
+		if n, err = cover(len(c.st.log.records), records); err != nil {
 			return res, err
 		}
 		if n < 0 || n > len(records) {
@@ -498,6 +517,25 @@ func (c *Collector) takeStaged() (res Result, err error) {
 	}
 	res.Read = len(records)
 	return c.saveAndDelete(res, f, records, "D\n", false)
+}
+
+// quoteCover returns the Cover that keeps the records a quote's target
+// covers: the log since boot (the store's records, then the records read)
+// is replayed until the target matches, and N is what that adds to the
+// store.
+func (c *Collector) quoteCover(target eventlog.Target) func(int, [][]byte) (int, error) {
+	return func(committed int, records [][]byte) (int, error) {
+		log := bytes.Join(append(append([][]byte(nil), c.st.log.records...), records...), nil)
+		el, err := eventlog.ParseEventLog(log, eventlog.Options{Order: c.layout.Order()})
+		if err != nil {
+			return 0, err
+		}
+		n, _, err := el.ReplayUntil(target, eventlog.ReplayOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("collector: the log since boot does not reach the quote: %w", err)
+		}
+		return max(0, n-committed), nil
+	}
 }
 
 // saveAndDelete makes records durable as a batch, then sends request (D or

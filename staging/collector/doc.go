@@ -19,7 +19,8 @@
 //
 // DeleteN: open binary_runtime_measurements O_RDWR, save and delete (D)
 // what another actor left staged, read the current list to EOF, choose N
-// (everything read, or Options.Cover, e.g. what a quote covers), write the
+// (everything read; or what a quote covers, Options.Quote, found by
+// replaying the log since boot with ima/eventlog; or Options.Cover), write the
 // first N records durably, write "N", record the answer, close.
 //
 // Answers to the deletion: success and ENOMEM (spec Q3: the kernel has lost
