@@ -12,5 +12,15 @@
 // "[PATCH v7 00/12] ima: Exporting and deleting IMA measurement records from
 // kernel memory" applied.
 //
-// Status: the package is built by a later issue; see the README.
+// Every method is safe for concurrent use; the locks are those of
+// measlist and staging, and a Kernel's own mutex (kexec load state) is
+// never held across a call into them except to record the ima_kexec
+// critical data. After Reboot or Kexec a Kernel stays suspended: its files
+// keep answering as a kernel going down does (A: EACCES, D and N: ESTALE,
+// measurements: ENODEV).
+//
+// Differences from Linux: no policy language (a measurement is made when
+// the caller asks, with the rule's pcr= and template= as arguments), no
+// inode cache (re-measuring an unchanged file is the caller's choice, and
+// the hash table rejects it as the kernel's would), no audit records.
 package ima

@@ -8,5 +8,21 @@
 // 05/12]", "06/12", "07/12", "09/12" and "11/12" of "ima: Exporting and
 // deleting IMA measurement records from kernel memory" (Linux 7.2).
 //
-// Status: the package is built by a later issue; see the README.
+// One interface, FS (OpenFile returning a File with Read, Write, Close),
+// has two implementations: the simulated SecurityFS, seen by a Task (thread
+// id, uid, capabilities), and Dir, the real /sys/kernel/security/ima through
+// the os package, so that user-space code runs unchanged on both.
+//
+// Differences from Linux are listed on each function. The securityfs policy
+// file is not modelled.
+//
+// # Lock order
+//
+//	SimFile.mu          (a seq_file's m->lock: one read or seek of one file)
+//	  the queue's locks (measlist: writerMutex, extendListMutex), via reads and writes
+//	SecurityFS.measureMutex (ima_measure_mutex) is taken alone, inside open and release
+//
+// What a reader sees: what the kernel's seq_file reader sees (see
+// SimFile.Read), built from measlist.Queue.WalkAt, which never shows a
+// torn or released record.
 package staging
