@@ -161,20 +161,10 @@ func (f *SimFile) Seek(offset int64, whence int) (int64, error) {
 		return 0, pathErr("seek", f.name, syscall.EINVAL)
 	}
 	if f.n.kind == listFile && offset != f.seq.readPos {
-		for {
-			err := f.traverse(offset)
-			if err == errAgain {
-				continue
-			}
-			if err != nil {
-				// seq_lseek() resets the file on error.
-				f.seq.readPos, f.pos = 0, 0
-				f.seq.index, f.seq.count = 0, 0
-				return 0, pathErr("seek", f.name, err)
-			}
-			break
+		if err := f.traverseTo(offset); err != nil {
+			f.pos = 0
+			return 0, pathErr("seek", f.name, err)
 		}
-		f.seq.readPos = offset
 	}
 	f.pos = offset
 	return offset, nil
@@ -240,17 +230,9 @@ func (f *SimFile) seqRead(p []byte) (int, error) {
 		m.index, m.count = 0, 0
 	}
 	if f.pos != m.readPos {
-		for {
-			err := f.traverse(f.pos)
-			if err == errAgain {
-				continue
-			}
-			if err != nil {
-				return 0, err
-			}
-			break
+		if err := f.traverseTo(f.pos); err != nil {
+			return 0, err
 		}
-		m.readPos = f.pos
 	}
 	copied := 0
 	if m.count > 0 {
@@ -319,6 +301,25 @@ func (f *SimFile) done(copied int) int {
 	f.pos += int64(copied)
 	f.seq.readPos += int64(copied)
 	return copied
+}
+
+// traverseTo repositions the seq_file at offset, growing the buffer as
+// often as traverse asks; on failure it resets the file to its start
+// ("with prejudice"), as seq_read_iter() and seq_lseek() do.
+func (f *SimFile) traverseTo(offset int64) error {
+	m := &f.seq
+	for {
+		err := f.traverse(offset)
+		if err == errAgain {
+			continue
+		}
+		if err != nil {
+			m.readPos, m.index, m.count = 0, 0, 0
+			return err
+		}
+		m.readPos = offset
+		return nil
+	}
 }
 
 // traverse renders records from the first one until offset is reached, so
