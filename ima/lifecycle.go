@@ -39,6 +39,13 @@ func (k *Kernel) KexecLoad() (uint64, error) {
 	if k.gone {
 		return 0, ErrGone
 	}
+	return k.kexecLoadLocked()
+}
+
+// kexecLoadLocked is KexecLoad for a kernel that is not gone.
+//
+// Preconditions: k.mu is held; k.gone is false.
+func (k *Kernel) kexecLoadLocked() (uint64, error) {
 	if !k.cfg.Kexec {
 		return 0, fmt.Errorf("ima: CONFIG_IMA_KEXEC is off: %w", measlist.ErrKexecTooLarge)
 	}
@@ -114,23 +121,18 @@ func (k *Kernel) Kexec() (*Kernel, error) { return k.KexecInto(k.cfg) }
 // Without CONFIG_IMA_KEXEC nothing is carried: the new kernel starts with
 // only its boot_aggregate, extended onto the PCRs the old kernel left.
 func (k *Kernel) KexecInto(cfg Config) (*Kernel, error) {
+	// One critical section from the check to gone = true, as in Reboot:
+	// of concurrent callers exactly one brings up a successor.
 	k.mu.Lock()
 	if k.gone {
 		k.mu.Unlock()
 		return nil, ErrGone
 	}
-	k.mu.Unlock()
-	if k.cfg.Kexec {
-		k.mu.Lock()
-		loaded := k.kexecLoaded
-		k.mu.Unlock()
-		if !loaded {
-			// kexec -l before kexec -e; a list too large to carry is
-			// not carried, as in the kernel.
-			_, _ = k.KexecLoad()
-		}
+	if k.cfg.Kexec && !k.kexecLoaded {
+		// kexec -l before kexec -e; a list too large to carry is
+		// not carried, as in the kernel.
+		_, _ = k.kexecLoadLocked()
 	}
-	k.mu.Lock()
 	k.gone = true
 	if k.cfg.Kexec && k.cfg.CriticalData {
 		k.measureKexecEventLocked("kexec_execute")

@@ -2,9 +2,11 @@ package ima
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -328,4 +330,50 @@ func TestFindingQ9SegmentCountsHeaderTwice(t *testing.T) {
 	dump, err := k.Queue().DumpKexec(seg)
 	require.NoError(t, err)
 	require.Len(t, dump, 24+stg+cur)
+}
+
+// TestKexecConcurrentOneSuccessor races Kexec, KexecInto and Reboot on one
+// kernel: exactly one of them may bring up a successor, every other one gets
+// ErrGone, and the TPM is extended by exactly one successor's boot.
+func TestKexecConcurrentOneSuccessor(t *testing.T) {
+	for iter := 0; iter < 200; iter++ {
+		tpm := newSoftware(t, twoBanks...)
+		k := mustNew(t, Config{TPM: tpm, HashAlgo: "sha256", Staging: true, Kexec: true, CriticalData: true})
+		measure(t, k, "x", 3)
+		const racers = 8
+		var wg sync.WaitGroup
+		successors := make(chan *Kernel, racers)
+		start := make(chan struct{})
+		for i := 0; i < racers; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				var next *Kernel
+				var err error
+				if i%2 == 0 {
+					next, err = k.Kexec()
+				} else {
+					_, _ = k.KexecLoad()
+					next, err = k.KexecInto(k.Config())
+				}
+				if err == nil {
+					successors <- next
+					return
+				}
+				if !errors.Is(err, ErrGone) {
+					t.Errorf("racer %d: %v, want success or ErrGone", i, err)
+				}
+			}(i)
+		}
+		close(start)
+		wg.Wait()
+		close(successors)
+		var got []*Kernel
+		for s := range successors {
+			got = append(got, s)
+		}
+		require.Len(t, got, 1, "iteration %d: successors of one kernel", iter)
+		requireReplays(t, tpm, 10, func(alg tpmext.Algorithm) []byte { return read(t, got[0], bankFile(t, got[0], alg, false)) })
+	}
 }
