@@ -167,9 +167,9 @@ func TestMeasurePCR(t *testing.T) {
 	tpm := newSoftware(t, twoBanks...)
 	k := mustNew(t, Config{TPM: tpm})
 	f := file("rule", 0)
-	f.PCR = 12
+	f.PCR = PCR(12)
 	require.NoError(t, k.Measure(f))
-	require.NoError(t, k.MeasureBuffer("keyring", []byte("key"), BufferOptions{PCR: 13}))
+	require.NoError(t, k.MeasureBuffer("keyring", []byte("key"), BufferOptions{PCR: PCR(13)}))
 	list := read(t, k, "binary_runtime_measurements_sha256")
 	for _, p := range []uint32{10, 12, 13} {
 		require.Equal(t, replay(t, list, tpmext.SHA256, p), pcr(t, tpm, int(p), tpmext.SHA256), "PCR %d", p)

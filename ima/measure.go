@@ -19,11 +19,35 @@ type File struct {
 	HashAlgo template.HashAlgo
 	// Modsig is an appended signature, for templates with modsig fields.
 	Modsig *template.Modsig
-	// PCR is the policy rule's pcr=; 0 means CONFIG_IMA_MEASURE_PCR_IDX.
-	PCR int
+	// PCR is the policy rule's pcr=; the zero value (no pcr=) means
+	// CONFIG_IMA_MEASURE_PCR_IDX.
+	PCR RulePCR
 	// Template is the policy rule's template=; empty means the boot
 	// template.
 	Template string
+}
+
+// RulePCR is a policy rule's pcr= option. The zero value is a rule without
+// it, which measures into CONFIG_IMA_MEASURE_PCR_IDX; PCR(n) is a rule with
+// pcr=n, including pcr=0.
+//
+// Mirrors security/integrity/ima/ima_policy.c: Opt_pcr sets entry->pcr and
+// the IMA_PCR flag, and ima_match_policy() overrides the measure PCR only
+// when the flag is set.
+type RulePCR struct {
+	set bool
+	n   uint32
+}
+
+// PCR is a policy rule's pcr=n.
+func PCR(n uint32) RulePCR { return RulePCR{set: true, n: n} }
+
+// or is the PCR a measurement under the rule extends, def without pcr=.
+func (p RulePCR) or(def uint32) uint32 {
+	if p.set {
+		return p.n
+	}
+	return def
 }
 
 // Measure records a file measurement and extends the TPM.
@@ -55,11 +79,7 @@ func (k *Kernel) Measure(f File) error {
 			return err
 		}
 	}
-	pcr := k.pcr
-	if f.PCR != 0 {
-		pcr = uint32(f.PCR)
-	}
-	return k.store(desc, pcr, ev)
+	return k.store(desc, f.PCR.or(k.pcr), ev)
 }
 
 // store builds the entry for ev and adds it.
@@ -80,8 +100,9 @@ type BufferOptions struct {
 	// HashBuffer measures the hash of the buffer instead of the buffer
 	// (buf_hash: the buf field holds H(buf)).
 	HashBuffer bool
-	// PCR is the policy rule's pcr=; 0 means CONFIG_IMA_MEASURE_PCR_IDX.
-	PCR int
+	// PCR is the policy rule's pcr=; the zero value (no pcr=) means
+	// CONFIG_IMA_MEASURE_PCR_IDX.
+	PCR RulePCR
 	// Template is the policy rule's template=; empty means ima-buf.
 	Template string
 }
@@ -98,11 +119,7 @@ func (k *Kernel) MeasureBuffer(name string, buf []byte, opts BufferOptions) erro
 			return err
 		}
 	}
-	pcr := k.pcr
-	if opts.PCR != 0 {
-		pcr = uint32(opts.PCR)
-	}
-	return k.store(desc, pcr, k.layout.BufferEvent(name, buf, opts.HashBuffer))
+	return k.store(desc, opts.PCR.or(k.pcr), k.layout.BufferEvent(name, buf, opts.HashBuffer))
 }
 
 // Violation causes, the audit causes of ima_rdwr_violation_check().

@@ -30,7 +30,7 @@ func TestMeasureResults(t *testing.T) {
 	other.Path = "/usr/bin/elsewhere" // same content, another name: another template digest
 	require.NoError(t, k.Measure(other))
 	otherPCR := f
-	otherPCR.PCR = 11 // same template digest, another PCR
+	otherPCR.PCR = PCR(11) // same template digest, another PCR
 	require.NoError(t, k.Measure(otherPCR))
 	require.ErrorIs(t, k.Measure(otherPCR), syscall.EEXIST)
 

@@ -455,16 +455,16 @@ func isAllowed(k string, allowed []string) bool {
 	return false
 }
 
-func pcrOption(opts map[string]string) (int, error) {
+func pcrOption(opts map[string]string) (ima.RulePCR, error) {
 	s, ok := opts["pcr"]
 	if !ok {
-		return 0, nil
+		return ima.RulePCR{}, nil
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 || n >= tpmext.NumPCRs {
-		return 0, fmt.Errorf("pcr=%s: want 0 to %d", s, tpmext.NumPCRs-1)
+		return ima.RulePCR{}, fmt.Errorf("pcr=%s: want 0 to %d", s, tpmext.NumPCRs-1)
 	}
-	return n, nil
+	return ima.PCR(uint32(n)), nil
 }
 
 func parseMeasure(args []word) (action, error) {

@@ -450,7 +450,7 @@ func (m *Model) boot(carried []*Record) *mKernel {
 		panic(fmt.Sprintf("harness: boot aggregate: %v", err))
 	}
 	if m.cfg.CriticalData {
-		m.measureBuffer(k, "kernel_version", []byte("7.2.0"), 0, false)
+		m.measureBuffer(k, "kernel_version", []byte("7.2.0"), -1, false)
 	}
 	return k
 }
@@ -528,7 +528,7 @@ func (m *Model) MeasureFile(path string, content []byte, pcr int, tmpl string) e
 }
 
 func pcrOr10(pcr int) uint32 {
-	if pcr == 0 {
+	if pcr < 0 {
 		return 10
 	}
 	return uint32(pcr)
@@ -1022,7 +1022,7 @@ func (m *Model) kexecLoad(k *mKernel) (uint64, error) {
 func (m *Model) measureKexecEvent(k *mKernel, name string) {
 	buf := fmt.Sprintf("kexec_segment_size=%d;ima_binary_runtime_size=%d;ima_runtime_measurements_count=%d;",
 		k.seg, k.size[cFull]+kexecHeaderSize, k.num[cFull])
-	_ = m.measureBuffer(k, name, []byte(buf), 0, false)
+	_ = m.measureBuffer(k, name, []byte(buf), -1, false)
 }
 
 // Kexec executes a kexec: the loaded segment (loading one first), the

@@ -133,8 +133,8 @@ type Op struct {
 	Size   int
 	Offset int64
 	Whence int
-	// Measurements: path or buffer name, content or buffer, pcr= (0 is
-	// the default, 10), template= ("" is the boot template), buf_hash,
+	// Measurements: path or buffer name, content or buffer, pcr= (-1 is
+	// none: the default, 10), template= ("" is the boot template), buf_hash,
 	// violation cause.
 	Path     string
 	Content  []byte
@@ -151,7 +151,7 @@ type Op struct {
 var (
 	filePaths    = []string{"/usr/bin/a", "/usr/bin/b", "/etc/c"}
 	fileContents = []string{"", "x", "hello", "hello\n"}
-	policyPCRs   = []int{0, 0, 0, 0, 11, 9}
+	policyPCRs   = []int{-1, -1, -1, -1, 11, 9, 0}
 	templates    = []string{"", "", "", "ima-sig", "ima-ng"}
 	bufNames     = []string{"kernel_version", "key1", "cmdline"}
 	bufContents  = []string{"7.2.0", "a", "bb"}
@@ -345,7 +345,7 @@ func whenceString(w int) string {
 }
 
 func pcrString(pcr int) string {
-	if pcr == 0 {
+	if pcr < 0 {
 		return ""
 	}
 	return fmt.Sprintf(" pcr=%d", pcr)

@@ -184,9 +184,9 @@ func raceStress(t *testing.T, flush bool, budget time.Duration) {
 					if c < 5 && len(mine) > 0 {
 						m = mine[r.IntN(len(mine))] // measured again
 					}
-					pcr := 0
+					var pcr ima.RulePCR
 					if r.IntN(8) == 0 {
-						pcr = 11
+						pcr = ima.PCR(11)
 					}
 					err := k.Measure(ima.File{Path: m.path, File: template.File{Content: []byte(m.content + m.path)}, PCR: pcr})
 					switch {

@@ -209,12 +209,12 @@ func (s *System) step(op Op) error {
 	case OpMeasureFile:
 		line := op.describe(0, nil)
 		me := m.MeasureFile(op.Path, op.Content, op.PCR, op.Template)
-		se := k.Measure(ima.File{Path: op.Path, File: template.File{Content: op.Content}, PCR: op.PCR, Template: op.Template})
+		se := k.Measure(ima.File{Path: op.Path, File: template.File{Content: op.Content}, PCR: rulePCR(op.PCR), Template: op.Template})
 		return s.emit(line, sameErr(me, se), errString(me), errString(se))
 	case OpMeasureBuffer:
 		line := op.describe(0, nil)
 		me := m.MeasureBuffer(op.Path, op.Content, op.PCR, op.Hash)
-		se := k.MeasureBuffer(op.Path, op.Content, ima.BufferOptions{HashBuffer: op.Hash, PCR: op.PCR})
+		se := k.MeasureBuffer(op.Path, op.Content, ima.BufferOptions{HashBuffer: op.Hash, PCR: rulePCR(op.PCR)})
 		return s.emit(line, sameErr(me, se), errString(me), errString(se))
 	case OpViolation:
 		line := op.describe(0, nil)
@@ -779,4 +779,12 @@ func RunSequence(src Source, dir string, maxOps int) (*System, error) {
 		}
 	}
 	return s, s.Finish()
+}
+
+// rulePCR is the policy rule of an operation's pcr (-1: no pcr=).
+func rulePCR(pcr int) ima.RulePCR {
+	if pcr < 0 {
+		return ima.RulePCR{}
+	}
+	return ima.PCR(uint32(pcr))
 }
