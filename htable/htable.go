@@ -71,7 +71,7 @@ type Table[V any] struct {
 	// FailAlloc, when set, is consulted before every allocation of a bucket
 	// array; returning true makes the allocation fail with ErrNoMemory.
 	// No kernel counterpart; exists so that tests can reach the -ENOMEM
-	// paths (spec Q3). Set it before the table is shared.
+	// paths (docs/SPEC.md Q3). Set it before the table is shared.
 	FailAlloc func() bool
 }
 

@@ -24,7 +24,7 @@ func field(e *template.Entry, id template.FieldID) []byte {
 	return nil
 }
 
-// TestBootOrder checks kernel-baseline §4.3 as ima_init() runs it:
+// TestBootOrder checks the order in which ima_init.c:ima_init() adds records:
 // boot_aggregate first, over PCRs 0-9 of the SHA-256 bank (ima_hash), then
 // the kernel_version critical data (ima-buf) when the policy measures
 // critical data; nothing else.

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The tests of this file show the open questions of spec §7 and the
+// The tests of this file show the open questions of docs/SPEC.md §7 and the
 // findings of docs/FINDINGS.md that the model decides, as the v7 code does.
 
 // hashKey returns the key a record has in the hash table: its template
@@ -20,7 +20,7 @@ func hashKey(k *Kernel, e *template.Entry) ([]byte, uint32) {
 	return e.Digests[k.Layout().HashIndex()].Value, e.PCR
 }
 
-// TestFindingQ2FlushForgetsCurrentDigests shows spec Q2: with
+// TestFindingQ2FlushForgetsCurrentDigests shows docs/SPEC.md Q2: with
 // ima_flush_htable, D replaces the whole hash table, so it also forgets
 // the digests of records appended to the current list between A and D. A
 // second measurement of such a record is then appended to the same current
@@ -55,7 +55,7 @@ func TestFindingQ2FlushForgetsCurrentDigests(t *testing.T) {
 	}
 }
 
-// TestFindingQ6FullCountsRestoredRecords shows spec Q6: ima.h says
+// TestFindingQ6FullCountsRestoredRecords shows docs/SPEC.md Q6: ima.h says
 // BINARY_FULL is "lost after kexec", but restored records go through
 // ima_add_digest_entry(), which increments it; the new kernel's FULL starts
 // at the number of carried records, and its kexec_load record reports it.

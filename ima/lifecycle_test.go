@@ -314,7 +314,7 @@ func leU64(b []byte) uint64 {
 }
 
 // TestFindingQ9SegmentCountsHeaderTwice shows the harmless over-estimate
-// of spec Q9: the segment size adds sizeof(struct ima_kexec_hdr) for the
+// of docs/SPEC.md Q9: the segment size adds sizeof(struct ima_kexec_hdr) for the
 // current and for the staged list.
 func TestFindingQ9SegmentCountsHeaderTwice(t *testing.T) {
 	k := mustNew(t, Config{TPM: newSoftware(t, twoBanks...), Staging: true, Kexec: true})

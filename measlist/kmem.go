@@ -81,7 +81,7 @@ type KernelMemory struct {
 	// refer to, memory nothing refers to: see docs/FINDINGS.md).
 	Retained int64
 	// Lost is the memory of records detached by a D whose flush
-	// allocation failed (spec Q3): in no list, never freed.
+	// allocation failed (docs/SPEC.md Q3): in no list, never freed.
 	Lost int64
 	// Htable is the bucket array.
 	Htable int64

@@ -181,7 +181,7 @@ func (q *Queue) SetHooks(h *Hooks) { q.hooks = h }
 // SetFailAlloc makes the hash table's next bucket-array allocations fail
 // while fail returns true (the kcalloc() of ima_alloc_replace_htable()).
 // Call it before the queue is shared. No kernel counterpart; exists so that
-// tests can reach the -ENOMEM path of a flushing D (spec Q3).
+// tests can reach the -ENOMEM path of a flushing D (docs/SPEC.md Q3).
 func (q *Queue) SetFailAlloc(fail func() bool) { q.ht.FailAlloc = fail }
 
 // Layout returns the record layout the queue was built with.

@@ -1,6 +1,6 @@
 package measlist
 
-// One named test per row of the transition table of kernel-staging.md §4.5
+// One named test per row of the transition table of docs/SPEC.md §4.5
 // and per edge case of §4.1 to §4.4, plus Q2 and Q3 of §7. Each checks the
 // exact errno, the counters, the sizes, the lists by identity, the hash
 // table and the PCRs.

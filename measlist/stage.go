@@ -53,7 +53,7 @@ func (q *Queue) Stage() error {
 // syscall.ENOMEM if the flush cannot allocate the new bucket array. In that
 // last case, as in the kernel, the staged records have already been
 // detached and the counters zeroed: they are in no list any more and are
-// never released (spec Q3).
+// never released (docs/SPEC.md Q3).
 //
 // Differences from Linux: the release waits for a grace period first (see
 // releaseDetached).
@@ -218,7 +218,7 @@ func (q *Queue) releaseDetached(first *qentry, count int, flushHtable bool) {
 }
 
 // loseDetached accounts for count records starting at first that a failed
-// flush detached and nothing will free (spec Q3): they move from the lists'
+// flush detached and nothing will free (docs/SPEC.md Q3): they move from the lists'
 // memory to the lost memory. The records themselves are left as they are.
 func (q *Queue) loseDetached(first *qentry, count int) {
 	slots := q.layout.NumSlots()

@@ -13,7 +13,7 @@
 #
 # Both tools do the same checks: every template digest against its data
 # (SHA-1), and the sha1 and sha256 banks replayed to PCR 10. First each
-# result is checked (evmctl with the judge recipe of ecosystem.md §4.4: rc
+# result is checked (evmctl with the judge recipe of docs/SPEC.md §6.2: rc
 # 0, "Matched per TPM bank calculated digest(s).", "succeed at entry N" with
 # N = RECORDS for both banks, no "Failed to verify template data digest";
 # imasim verify with exit 0). Then ROUNDS alternating timed runs of each,

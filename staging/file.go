@@ -113,7 +113,7 @@ func (f *SimFile) Close() error { return f.CloseAs(f.task) }
 // the last reference to the open file, which is not always the one that
 // opened it (a fork child, another thread). The writer bookkeeping compares
 // t with the writer, so a release by another task takes the path that
-// spec Q4 describes.
+// docs/SPEC.md Q4 describes.
 //
 // Mirrors security/integrity/ima/ima_fs.c:ima_measurements_release()
 // ([PATCH v7 06/12]).

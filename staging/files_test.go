@@ -12,12 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestFileSet checks the directory of spec §3.1 for several bank sets, with
+// TestFileSet checks the directory of docs/SPEC.md §3.1 for several bank sets, with
 // and without CONFIG_IMA_STAGING: one pair of list files per bank (plus
 // SHA-1 when no bank is SHA-1; never the extra ima_hash slot), _tpm_alg_<hex>
 // for a bank the kernel cannot map, the _staged twins and their links only
 // with Staging, every list file 0660 and writable whatever Staging says
-// (spec Q1), the counters 0440 and read-only, and the links 0444 as
+// (docs/SPEC.md Q1), the counters 0440 and read-only, and the links 0444 as
 // security/inode.c:securityfs_create_symlink() makes them (lr--r--r--).
 func TestFileSet(t *testing.T) {
 	tests := []struct {
@@ -133,7 +133,7 @@ func TestFileSetFilesShowTheirSlot(t *testing.T) {
 	require.Equal(t, make([]byte, 12), d[20:])
 }
 
-// TestNDeleteNeedsStaging checks the alternative reading of spec Q1 that
+// TestNDeleteNeedsStaging checks the alternative reading of docs/SPEC.md Q1 that
 // Config.NDeleteNeedsStaging models: without CONFIG_IMA_STAGING the
 // original list files are 0440 with no write operation, as before patch 11;
 // with it they are 0660 and writable, as in the code.
@@ -161,7 +161,7 @@ func TestNDeleteNeedsStaging(t *testing.T) {
 	})
 }
 
-// TestFindingQ1NDeleteWithoutStaging shows spec Q1 as the v7 code decides
+// TestFindingQ1NDeleteWithoutStaging shows docs/SPEC.md Q1 as the v7 code decides
 // it: with CONFIG_IMA_STAGING=n (and the default Config, which models the
 // code) the original list files are still 0660 with a write operation, and
 // root deletes N records through them.

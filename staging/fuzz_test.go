@@ -12,7 +12,7 @@ import (
 )
 
 // refWrite is the reference decision for one write() to a list file, written
-// from spec §3.4 without looking at request(): the errno (0 for success)
+// from docs/SPEC.md §3.4 without looking at request(): the errno (0 for success)
 // and the numbers of current and staged records afterwards.
 func refWrite(p []byte, staged, flush bool, cur, stg uint64, suspended bool) (syscall.Errno, uint64, uint64) {
 	if len(p) < 2 || len(p) > 21 || p[len(p)-1] != '\n' {

@@ -26,7 +26,7 @@ var (
 	taskOtherBoth     = Task{TID: 10, UID: 1000, GID: 1000, CapDACOverride: true, CapSysAdmin: true}
 )
 
-// TestOpenPermissions is the first two checks of spec §3.3, in order: the
+// TestOpenPermissions is the first two checks of docs/SPEC.md §3.3, in order: the
 // VFS permission check against the mode (EACCES), then CAP_SYS_ADMIN for a
 // write open of a list file (EPERM). Counter files are only DAC-checked.
 func TestOpenPermissions(t *testing.T) {
@@ -94,7 +94,7 @@ func TestOpenPermissions(t *testing.T) {
 	}
 }
 
-// TestOpenMediation is the third check of spec §3.3: many readers across
+// TestOpenMediation is the third check of docs/SPEC.md §3.3: many readers across
 // every list file, or one writer task, which may open more list files for
 // write or read-write but gets EBUSY reading.
 func TestOpenMediation(t *testing.T) {
@@ -253,7 +253,7 @@ func TestReleaseRules(t *testing.T) {
 	})
 }
 
-// TestFindingQ4ReleaseByAnotherTaskBlocksWriters reproduces spec Q4: the
+// TestFindingQ4ReleaseByAnotherTaskBlocksWriters reproduces docs/SPEC.md Q4: the
 // writer holds two list fds; another task (a fork child, another thread)
 // drops the first. That release takes the "not the writer" path: users++
 // (to 0) and measure_writer = NULL. When the writer then closes its other

@@ -179,7 +179,7 @@ func TestReadSeesAppends(t *testing.T) {
 	require.Equal(t, f.render(measlist.Current, f.layout.SHA1Index(), true), append(first, rest...))
 }
 
-// TestFindingQ11SameFDDeletion shows spec Q11: after the writer deletes
+// TestFindingQ11SameFDDeletion shows docs/SPEC.md Q11: after the writer deletes
 // records through the same O_RDWR descriptor, the next read continues at
 // the old record index of the changed list, so records are skipped or the
 // read is at EOF; seeking back to 0 starts again from the first record.

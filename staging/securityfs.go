@@ -25,7 +25,7 @@ type Config struct {
 	// no write operation) when Staging is off. This is what the
 	// documentation says CONFIG_IMA_STAGING guards, but not what the v7
 	// code does: there every list file is 0660 with a write operation
-	// regardless of the option (spec Q1, docs/FINDINGS.md). The default,
+	// regardless of the option (docs/SPEC.md Q1, docs/FINDINGS.md). The default,
 	// false, models the code.
 	NDeleteNeedsStaging bool
 	// PageSize is PAGE_SIZE, the initial size of each open file's

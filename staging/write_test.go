@@ -45,7 +45,7 @@ func (st writeState) setup(t *testing.T, flush bool) *fixture {
 	return f
 }
 
-// TestWriteGrammar is the table of spec §3.4: every row writes p in one
+// TestWriteGrammar is the table of docs/SPEC.md §3.4: every row writes p in one
 // write() to a file (original or _staged) of a kernel in a given state, and
 // checks the errno (wrapped in *fs.PathError "write"), the return value
 // (len(p) on success) and the counters afterwards.
@@ -215,7 +215,7 @@ func TestKstrtoul(t *testing.T) {
 	}
 }
 
-// TestCounterFilesAfterEachEvent is the table of spec §3.5:
+// TestCounterFilesAfterEachEvent is the table of docs/SPEC.md §3.5:
 // runtime_measurements_count and violations after A, D, N, a measurement
 // and a violation.
 func TestCounterFilesAfterEachEvent(t *testing.T) {
@@ -291,7 +291,7 @@ func TestRepeatedWritesOnOneDescriptor(t *testing.T) {
 	require.NoError(t, s.Close())
 }
 
-// TestFindingQ3FlushAllocationFailure shows spec Q3: with ima_flush_htable
+// TestFindingQ3FlushAllocationFailure shows docs/SPEC.md Q3: with ima_flush_htable
 // a D whose new bucket array cannot be allocated returns ENOMEM after the
 // staged records were detached and BINARY_STAGED zeroed. They are in no
 // list any more: the _staged files read empty, a second D is ENOENT, and

@@ -14,8 +14,7 @@
 // violation digests of ima_queue.c:ima_init_digests(). It follows the
 // kernel as of the v7 staging series ("ima: Exporting and deleting IMA
 // measurement records from kernel memory", Linux 7.2), which leaves these
-// unchanged; kernel-baseline.md §3, §4, §7 and §10 and ecosystem.md §4 of
-// the project are the written reference. Its API is shaped like
+// unchanged; docs/SPEC.md §3.2 and §6 of the project say what it relies on. Its API is shaped like
 // go-attestation's TCG log verifier (attest.ParseEventLog,
 // attest.EventLog.Verify returning a typed attest.ReplayError).
 //

@@ -17,7 +17,7 @@ import (
 type evmctlRun struct{ evmctl.Result }
 
 // runEvmctl writes list into dir and runs the judge command of
-// ecosystem.md §4.4 on it.
+// docs/SPEC.md §6.2 on it.
 func runEvmctl(t *testing.T, path, dir string, list []byte, pcrs tpmext.PCRValues, ignoreViolations bool) evmctlRun {
 	t.Helper()
 	logFile := filepath.Join(dir, "binary_runtime_measurements")

@@ -64,7 +64,7 @@ func doCounters(x *execCtx) error {
 
 // doFailAlloc makes the kernel's next hash-table allocation fail: the
 // kcalloc() of ima_alloc_replace_htable() that a D under ima_flush_htable
-// makes, so that scripts reach spec Q3. No kernel counterpart; fault
+// makes, so that scripts reach docs/SPEC.md Q3. No kernel counterpart; fault
 // injection, like failslab.
 func doFailAlloc(x *execCtx) error {
 	k, err := x.kernel()

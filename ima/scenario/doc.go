@@ -75,7 +75,7 @@
 //	pcr=10              CONFIG_IMA_MEASURE_PCR_IDX (8 to 14)
 //	pagesize=4096       PAGE_SIZE (seq_file buffers, kexec segment; 16 to 65536)
 //	kexec_extra_kb=0    CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB (0: half a page; at most 65536)
-//	ndelete_needs_staging=n  N deletion gated by CONFIG_IMA_STAGING (spec Q1;
+//	ndelete_needs_staging=n  N deletion gated by CONFIG_IMA_STAGING (docs/SPEC.md Q1;
 //	                    n models the v7 code)
 //	bigendian=n, canonical=n  a big-endian kernel, ima_canonical_fmt
 //
@@ -117,9 +117,9 @@
 //	                     its gid is the uid unless gid= says), gid=N,
 //	                     groups=G+G..., nocap, cap=sys_admin+dac_override+
 //	                     dac_read_search. "as 7 close 3" releases fd 3 in
-//	                     task 7's context (spec Q4); read, write and seek
+//	                     task 7's context (docs/SPEC.md Q4); read, write and seek
 //	                     accept "as", but the kernel does not look at the
-//	                     task there (spec Q5).
+//	                     task there (docs/SPEC.md Q5).
 //	old COMMAND          run COMMAND on the kernel before the last kexec or
 //	                     reboot: measurement is suspended there
 //
@@ -132,7 +132,7 @@
 //	                 the first N records of binary_runtime_measurements_<bank>)
 //	                 and append it to the saved log
 //	fail-alloc       the kernel's next hash-table allocation fails (the
-//	                 kcalloc() of a flushing D: spec Q3)
+//	                 kcalloc() of a flushing D: docs/SPEC.md Q3)
 //	discard          drop what the last save appended (after D fails with
 //	                 ESTALE, the documentation's Kexec section)
 //	replay           replay saved ++ staged ++ current, per bank, against the

@@ -404,7 +404,7 @@ func (x *execCtx) seek(fd int, off int64) error {
 }
 
 // close is close(2). The release runs in the context of the opener, or of
-// the task "as" names: the task that drops the last reference (spec Q4).
+// the task "as" names: the task that drops the last reference (docs/SPEC.md Q4).
 func (x *execCtx) close(fd int) error {
 	of, err := x.fd(fd)
 	if err != nil {

@@ -27,7 +27,7 @@
 // digests and PCR 8-9 boot aggregate of v5.8+), which the staging series
 // "ima: Exporting and deleting IMA measurement records from kernel memory"
 // (v7, Linux 7.2) leaves unchanged for this layer. The written reference is
-// kernel-baseline.md §1, §4-§8 of the project.
+// the kernel source named on each function.
 //
 // # Model
 //

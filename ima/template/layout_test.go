@@ -118,7 +118,7 @@ func TestLayoutSlots(t *testing.T) {
 		slots string
 		files string
 	}{
-		// kernel-baseline.md §4.1 examples.
+		// ima_crypto.c:ima_init_crypto() examples.
 		{nil, HashSHA256, "+sha1,sha256 sha1=0 hash=1", "0:sha1"},
 		{[]tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}, HashSHA256, "sha1,sha256 sha1=0 hash=1", "0:sha1 1:sha256"},
 		{[]tpmext.Algorithm{tpmext.SHA256}, HashSHA1, "sha256+sha1 sha1=1 hash=1", "0:sha256 1:sha1"},

@@ -53,8 +53,8 @@ func mustLayout(t testing.TB, banks []tpmext.Algorithm, h HashAlgo, o Order) *La
 
 var sha1Only = []tpmext.Algorithm{tpmext.SHA1}
 
-// TestVectorsASCII rebuilds published ASCII lines (kernel-baseline.md
-// §11.1) from their parts with the constructors, and checks the line byte
+// TestVectorsASCII rebuilds published ASCII lines (Keylime's
+// test_ima_ast.py and ima-evm-utils' tests) from their parts with the constructors, and checks the line byte
 // for byte and the SHA-1 template digest it shows.
 func TestVectorsASCII(t *testing.T) {
 	tests := []struct {

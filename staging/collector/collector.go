@@ -562,7 +562,7 @@ func (c *Collector) finish(res Result, derr error, n int, isN bool) (Result, err
 	switch {
 	case derr == nil, errors.Is(derr, syscall.ENOMEM):
 		// ENOMEM: a flushing D could not allocate the new hash table
-		// after detaching the staged records (spec Q3): they are gone
+		// after detaching the staged records (docs/SPEC.md Q3): they are gone
 		// from the kernel all the same, so the saved copy is the only
 		// one.
 		if err := c.hook(StepDeleted); err != nil {

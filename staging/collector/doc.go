@@ -23,7 +23,7 @@
 // replaying the log since boot with ima/eventlog; or Options.Cover), write the
 // first N records durably, write "N", record the answer, close.
 //
-// Answers to the deletion: success and ENOMEM (spec Q3: the kernel has lost
+// Answers to the deletion: success and ENOMEM (docs/SPEC.md Q3: the kernel has lost
 // the records) commit the batch; ESTALE (a kexec is carrying the records)
 // aborts it, and the records come back in the next kernel's list; EINVAL or
 // ENOENT to N abort it; anything else leaves it pending for the next cycle.

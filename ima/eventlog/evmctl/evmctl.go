@@ -4,7 +4,7 @@
 //
 // evmctl is lenient (it stops at the first entry where the PCRs match, and
 // exits 0 when it read no PCRs), so its exit code alone says little; Judge
-// applies the recipe of the project's shared/spec/ecosystem.md §4.4, with
+// applies the recipe of the project's docs/SPEC.md §6.2, with
 // the per-PCR correction of docs/FINDINGS.md: exit code 0; "Matched per TPM
 // bank calculated digest(s)." (or, for pre-5.8 lists, "Matched SHA1 padded
 // TPM digest(s)."); for every bank, the last "succeed at entry N" at N

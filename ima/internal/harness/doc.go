@@ -10,7 +10,7 @@
 // It has no kernel counterpart; it exists so that tests can check that the
 // staging semantics of "[PATCH v7 00/12] ima: Exporting and deleting IMA
 // measurement records from kernel memory" (Linux 7.2) hold under any
-// sequence of operations, as kernel-staging.md §2-§5 describes them.
+// sequence of operations, as docs/SPEC.md §2-§5 describes them.
 //
 // The model is independent of the code under test: it reuses only the record
 // layer (ima/template: building entries, rendering them, template digests),

@@ -34,7 +34,7 @@ type Config struct {
 	Staging, FlushHtable, HtableDisabled, Kexec bool
 	// NDeleteNeedsStaging makes the original list files read-only (0440,
 	// no write operation) without CONFIG_IMA_STAGING, as the documentation
-	// describes and the v7 code does not (spec Q1).
+	// describes and the v7 code does not (docs/SPEC.md Q1).
 	NDeleteNeedsStaging bool
 	// CriticalData is a policy that measures critical data: the
 	// kernel_version record at boot and, with Kexec, the kexec_load and
@@ -203,7 +203,7 @@ type epoch struct {
 	// by a D that failed to flush), in the order of their removal.
 	deleted [][]*Record
 	// gap is set when N removed records while older ones were staged: the
-	// removal order is then not the log order (spec §4.2).
+	// removal order is then not the log order (docs/SPEC.md §4.2).
 	gap bool
 	// noReplay is set when the log cannot be replayed from the TPM's reset
 	// values: a kexec dropped records, or the epoch began at a kexec that
@@ -587,7 +587,7 @@ func (m *Model) stage(k *mKernel) error {
 }
 
 // deleteStaged is ima_queue_staged_delete_all(), with the flush of patch
-// 10 and its -ENOMEM path (spec Q3: the records are already detached).
+// 10 and its -ENOMEM path (docs/SPEC.md Q3: the records are already detached).
 func (m *Model) deleteStaged(k *mKernel, byCollector bool) error {
 	switch {
 	case len(k.staged) == 0:
@@ -995,7 +995,7 @@ const seekData, seekHole = 3, 4
 var errKexecOff = errors.New("kexec: CONFIG_IMA_KEXEC is off")
 
 // KexecLoad is kexec_file_load: the segment is sized from the current and
-// staged sizes (each with a header, spec Q9) plus half a page, rounded up
+// staged sizes (each with a header, docs/SPEC.md Q9) plus half a page, rounded up
 // to a page, and kexec_load is measured with critical data.
 func (m *Model) KexecLoad() (uint64, error) {
 	m.mu.Lock()

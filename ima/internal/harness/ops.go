@@ -174,7 +174,7 @@ var (
 		os.O_WRONLY, os.O_WRONLY, os.O_WRONLY | os.O_CREATE | os.O_TRUNC, os.O_WRONLY | os.O_CREATE | os.O_TRUNC,
 		os.O_RDWR | os.O_APPEND, os.O_WRONLY | os.O_CREATE | os.O_EXCL, 3,
 	}
-	// Requests: valid ones, and the edges of the grammar of spec §3.4.
+	// Requests: valid ones, and the edges of the grammar of docs/SPEC.md §3.4.
 	requests = []string{
 		"A\n", "A\n", "A\n", "A\n", "D\n", "D\n", "D\n", "D\n",
 		"1\n", "1\n", "2\n", "3\n", "5\n", "+2\n", "002\n", "2\n\n", "2\x00junk\n",

@@ -621,7 +621,7 @@ func (s *System) checkLists(mk *mKernel, k *ima.Kernel) error {
 //     sides;
 //   - what was deleted (in the order it was deleted) ++ staged ++ current
 //     is the log as if staging never happened (or, after an N that ran
-//     while records were staged, the same records in log order: spec §4.2);
+//     while records were staged, the same records in log order: docs/SPEC.md §4.2);
 //   - that log replays to the TPM's PCRs in every bank (unless a kexec lost
 //     records or carried nothing);
 //   - when only the collector deleted records since the cold boot, its

@@ -1,8 +1,8 @@
 // Package refmodel is a reference model of package measlist's queue: the
 // kernel's measurement list after the staging series ("[PATCH v7 00/12]
 // ima: Exporting and deleting IMA measurement records from kernel memory",
-// Linux 7.2), written as plainly as the rules of kernel-staging.md §2 and
-// §4 and kernel-baseline.md §2, §3 and §8 allow: slices and maps under one
+// Linux 7.2), written as plainly as the rules of docs/SPEC.md §2 and
+// §4 allow: slices and maps under one
 // mutex, no RCU, no lock-free readers, no split between work done under the
 // mutex and work done outside it, sizes recomputed from the lists rather
 // than kept as running sums.
