@@ -14,11 +14,11 @@ import (
 
 // The IBM TSS sample lists: the same 362 ima-sig records, with the SHA-1
 // (sha1.log) and the SHA-256 (sha256.log) template-digest column. See
-// testdata/ibmtss/README.
+// testdata/ibmtss/README.md at the module root.
 const (
-	ibmSHA1   = "testdata/ibmtss/sha1.log"
-	ibmSHA256 = "testdata/ibmtss/sha256.log"
-	ibmPCR10  = "testdata/ibmtss/imakvtpcr10.txt"
+	ibmSHA1   = "../../testdata/ibmtss/sha1.log"
+	ibmSHA256 = "../../testdata/ibmtss/sha256.log"
+	ibmPCR10  = "../../testdata/ibmtss/imakvtpcr10.txt"
 	ibmCount  = 362
 )
 
