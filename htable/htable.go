@@ -76,25 +76,11 @@ type Table[V any] struct {
 }
 
 // New returns a table with no bucket array yet, using domain for its grace
-// periods. The kernel allocates the first array in ima_init_htable(); call
-// Init for that.
+// periods. The kernel allocates the first array in ima_init_htable(): call
+// ReplaceLocked under the extend-list mutex, then Release the nil it
+// returns after dropping the mutex, as measlist.New does.
 func New[V any](domain *rcu.Domain) *Table[V] {
 	return &Table[V]{rcu: domain}
-}
-
-// Init allocates and publishes the first array.
-//
-// Mirrors security/integrity/ima/ima_queue.c:ima_init_htable() ([PATCH v7 02/12]).
-//
-// Preconditions: the caller holds the extend-list mutex (ima_init_htable()
-// takes it around the replacement).
-func (t *Table[V]) Init() error {
-	old, err := t.ReplaceLocked()
-	if err != nil {
-		return err
-	}
-	t.Release(old)
-	return nil
 }
 
 // Current returns the published array (for statistics and tests).
@@ -130,7 +116,8 @@ func (t *Table[V]) Lookup(digest []byte, pcr uint32) (V, bool) {
 // Mirrors the hlist_add_head_rcu() of
 // security/integrity/ima/ima_queue.c:ima_add_digest_entry() ([PATCH v7 02/12]).
 //
-// Preconditions: the caller holds the extend-list mutex; Init has run.
+// Preconditions: the caller holds the extend-list mutex; the first array
+// is published (ReplaceLocked has run).
 func (t *Table[V]) InsertLocked(digest []byte, pcr uint32, value V) {
 	arr := t.cur.Load()
 	k := Key(digest)

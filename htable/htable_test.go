@@ -27,7 +27,10 @@ func TestKey(t *testing.T) {
 
 func newTable(t *testing.T) *Table[int] {
 	tb := New[int](new(rcu.Domain))
-	require.NoError(t, tb.Init())
+	old, err := tb.ReplaceLocked()
+	require.NoError(t, err)
+	require.Nil(t, old, "the first array replaces none")
+	tb.Release(old)
 	return tb
 }
 
