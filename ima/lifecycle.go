@@ -12,14 +12,7 @@ import (
 var ErrGone = errors.New("ima: this kernel has already rebooted or kexec'd")
 
 func (k *Kernel) kexecOptions() measlist.KexecOptions {
-	return measlist.KexecOptions{ExtraMemoryKB: k.cfg.KexecExtraMemoryKB, PageSize: uint64(k.pageSize())}
-}
-
-func (k *Kernel) pageSize() int {
-	if k.cfg.PageSize == 0 {
-		return 4096
-	}
-	return k.cfg.PageSize
+	return measlist.KexecOptions{ExtraMemoryKB: k.cfg.KexecExtraMemoryKB, PageSize: uint64(k.cfg.PageSize)}
 }
 
 // KexecLoad models kexec_file_load of a new kernel: the segment that will

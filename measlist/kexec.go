@@ -24,12 +24,7 @@ type KexecOptions struct {
 	TotalRAM uint64
 }
 
-func (o KexecOptions) pageSize() uint64 {
-	if o.PageSize == 0 {
-		return 4096
-	}
-	return o.PageSize
-}
+func (o KexecOptions) pageSize() uint64 { return PageSizeOr(o.PageSize) }
 
 // ErrKexecTooLarge is returned by KexecSegmentSize when the kernel would
 // log "Binary measurement list too large." and carry nothing over.

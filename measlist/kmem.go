@@ -31,7 +31,19 @@ import (
 // kmallocClasses are the generic kmalloc caches of a 64-bit kernel.
 var kmallocClasses = [...]int{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192}
 
-const pageSize = 4096
+const pageSize = DefaultPageSize
+
+// DefaultPageSize is PAGE_SIZE on x86_64: the page size wherever a
+// configuration leaves it 0 (seq_file buffers, kexec segments, slab pages).
+const DefaultPageSize = 4096
+
+// PageSizeOr returns n, or DefaultPageSize when n is 0.
+func PageSizeOr[T int | uint64](n T) T {
+	if n == 0 {
+		return DefaultPageSize
+	}
+	return n
+}
 
 // KmallocSize returns what kmalloc(n) takes: the smallest size class that
 // holds n bytes, whole pages beyond 8 KiB, 0 for n == 0 (ZERO_SIZE_PTR).

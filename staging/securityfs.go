@@ -107,9 +107,7 @@ func New(cfg Config) (*SecurityFS, error) {
 	if cfg.Queue == nil {
 		return nil, errors.New("staging: Config.Queue is required")
 	}
-	if cfg.PageSize == 0 {
-		cfg.PageSize = 4096
-	}
+	cfg.PageSize = measlist.PageSizeOr(cfg.PageSize)
 	if cfg.PageSize < 2 {
 		return nil, fmt.Errorf("staging: page size %d too small", cfg.PageSize)
 	}

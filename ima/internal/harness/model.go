@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/tpmext"
 )
@@ -44,12 +45,7 @@ type Config struct {
 	PageSize int
 }
 
-func (c Config) pageSize() int {
-	if c.PageSize == 0 {
-		return 4096
-	}
-	return c.PageSize
-}
+func (c Config) pageSize() int { return measlist.PageSizeOr(c.PageSize) }
 
 func (c Config) templateName() string {
 	if c.Template == "" {
