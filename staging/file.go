@@ -81,12 +81,38 @@ func (f *SimFile) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write sends one request to the file.
+// Write sends one request to the file and returns len(p) on success. Each
+// call is one write(2): the request must fit in it.
 //
-// Mirrors the VFS checks of fs/read_write.c:vfs_write() (EBADF without
-// FMODE_WRITE, EINVAL for a file without a write operation) and
+// The checks, in the kernel's order, each failing with the errno named
+// (wrapped in *fs.PathError):
+//
+//  1. the file was not opened for writing: EBADF; a counter file (no
+//     write operation): EINVAL;
+//  2. fewer than 2 or more than StagedReqLength (21) bytes: EINVAL;
+//  3. the last byte is not '\n': EINVAL; the newline becomes a NUL and the
+//     request is the bytes before it, cut at any earlier NUL;
+//  4. first byte 'A': exactly "A\n" on a _staged file, else EINVAL; then
+//     staging (measlist.Queue.Stage): EEXIST while records are staged,
+//     ENOENT when the current list is empty, EACCES once measurement is
+//     suspended (reboot, kexec);
+//  5. first byte 'D': exactly "D\n" on a _staged file, else EINVAL; then
+//     deleting the staged records (measlist.Queue.DeleteStaged): ENOENT
+//     when none are staged, ESTALE once suspended, ENOMEM when the
+//     ima_flush_htable table allocation fails (the records are then lost,
+//     as in the kernel);
+//  6. anything else is N: EINVAL on a _staged file; EINVAL while
+//     ima_flush_htable is set; then Kstrtoul (EINVAL for a malformed
+//     number, ERANGE above 2^64-1); N == 0 is EINVAL; then deleting the
+//     first N records of the current list (measlist.Queue.DeletePartial):
+//     ENOENT when it holds fewer than N, ESTALE once suspended.
+//
+// The file offset is neither checked nor advanced, so writes on one
+// descriptor each run as a command.
+//
+// Mirrors the VFS checks of fs/read_write.c:vfs_write() and
 // security/integrity/ima/ima_fs.c:_ima_measurements_write() ([PATCH v7
-// 09/12, 11/12]); see Request for the grammar. It returns len(p) on success.
+// 09/12, 11/12]).
 func (f *SimFile) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	closed := f.closed

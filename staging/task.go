@@ -27,6 +27,13 @@ func Root(tid int) Task {
 	return Task{TID: tid, CapSysAdmin: true, CapDACOverride: true, CapDACReadSearch: true}
 }
 
+// User returns an unprivileged task (no capabilities) with thread id tid
+// and filesystem uid and gid: it may not open the list files at all unless
+// uid is 0 or gid is 0, and never for writing (no CAP_SYS_ADMIN).
+func User(tid int, uid, gid uint32) Task {
+	return Task{TID: tid, UID: uid, GID: gid}
+}
+
 func (t Task) inGroup(gid uint32) bool {
 	if t.GID == gid {
 		return true

@@ -10,24 +10,11 @@ import (
 // ULONG_MAX and a newline.
 const StagedReqLength = 21
 
-// request carries out one write to a list file.
+// request carries out one write to a list file, with the checks in the
+// order SimFile.Write documents.
 //
 // Mirrors security/integrity/ima/ima_fs.c:_ima_measurements_write()
-// ([PATCH v7 09/12, 11/12]). The checks, in order:
-//
-//  1. fewer than 2 or more than 21 bytes: EINVAL;
-//  2. the last byte is not '\n': EINVAL;
-//  3. the newline becomes a NUL; the request is the bytes before it, cut at
-//     any earlier NUL;
-//  4. first byte 'A': exactly "A\n" on a _staged file, else EINVAL; then
-//     Queue.Stage (EEXIST, ENOENT, EACCES);
-//  5. first byte 'D': exactly "D\n" on a _staged file, else EINVAL; then
-//     Queue.DeleteStaged (ENOENT, ESTALE, ENOMEM);
-//  6. anything else: EINVAL on a _staged file; EINVAL while
-//     ima_flush_htable is set; then kstrtoul(s, 10) (EINVAL, ERANGE); N == 0
-//     is EINVAL; then Queue.DeletePartial(N) (ENOENT, ESTALE).
-//
-// The file offset is neither checked nor advanced.
+// ([PATCH v7 09/12, 11/12]).
 func (s *SecurityFS) request(p []byte, staged bool) error {
 	if len(p) < 2 || len(p) > StagedReqLength {
 		return syscall.EINVAL
