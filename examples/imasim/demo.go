@@ -92,14 +92,15 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "imasim demo:", err)
 		return 1
 	}
-	want := eventlog.Expected{}
-	for _, alg := range w.tpm.Banks() {
-		v, err := w.tpm.ReadPCR(10, alg)
-		if err != nil {
-			fmt.Fprintln(stderr, "imasim demo:", err)
-			return 1
-		}
-		want[alg] = map[int][]byte{10: v}
+	pcrs, err := w.tpm.ReadPCRs()
+	if err != nil {
+		fmt.Fprintln(stderr, "imasim demo:", err)
+		return 1
+	}
+	want, err := eventlog.ExpectedFrom(pcrs)
+	if err != nil {
+		fmt.Fprintln(stderr, "imasim demo:", err)
+		return 1
 	}
 	if _, err := el.Verify(want, eventlog.ReplayOptions{}); err != nil {
 		fmt.Fprintf(stdout, "verification   FAILED: %v\n", err)

@@ -110,3 +110,20 @@ func ExampleQuoteTarget() {
 	// the quote covers N = 3 of 5 records (<nil>)
 	// the next quote covers N = 5 (<nil>)
 }
+
+// ExpectedFrom turns a TPM's PCR values into what Verify checks: a list of
+// three records, extended onto a software TPM as the kernel does, verifies
+// against PCR 10 of both banks.
+func ExampleExpectedFrom() {
+	list, tpm := kernel("/usr/bin/a", "/usr/bin/b", "/usr/bin/c")
+	values, _ := tpm.ReadPCRs()
+	want, _ := eventlog.ExpectedFrom(values)
+	el, err := eventlog.ParseEventLog(list, eventlog.Options{})
+	if err != nil {
+		panic(err)
+	}
+	_, err = el.Verify(want, eventlog.ReplayOptions{})
+	fmt.Println("verified against PCR 10 of", len(want), "banks:", err == nil)
+	// Output:
+	// verified against PCR 10 of 2 banks: true
+}
