@@ -3,6 +3,7 @@ package measlist
 import (
 	"sync/atomic"
 
+	"github.com/imasim/imasim/htable/rcu"
 	"github.com/imasim/imasim/ima/template"
 )
 
@@ -21,6 +22,10 @@ type qentry struct {
 	// for the hash table) or freed (everything released). A reader that
 	// reaches a record that is not live fails loudly.
 	state atomic.Int32
+	// freedBy names the operation that released the record (freedByD,
+	// freedByN), so that a kernel-exact use after free can name it. Set
+	// before state.
+	freedBy uint8
 }
 
 const (
@@ -84,18 +89,23 @@ func (l *list) detachLocked() *qentry {
 }
 
 // cutLocked detaches the records from the head up to and including last,
-// in O(1), and returns the first of them. The detached chain's last link
-// still points into l; releasers walk it by count.
+// in O(1), and returns the first of them. With endChain the detached
+// chain ends at last, as the kernel's trim list does (entry->next = list);
+// otherwise last's link still points into l, so that a reader that is on
+// the detached records in the safe model walks on into l.
 //
 // Mirrors include/linux/list.h:__list_cut_position().
 //
 // Preconditions: extendListMutex is held; last is in l.
-func (l *list) cutLocked(last *qentry) *qentry {
+func (l *list) cutLocked(last *qentry, endChain bool) *qentry {
 	first := l.head.Load()
 	rest := last.next.Load()
 	l.head.Store(rest)
 	if rest == nil {
 		l.tail = nil
+	}
+	if endChain {
+		last.next.Store(nil)
 	}
 	return first
 }
@@ -162,6 +172,9 @@ type Cursor struct {
 // because a record keeps its position until a generation change, and turns
 // a full read of the list from quadratic into linear time.
 func (q *Queue) WalkAt(h Head, pos int, c *Cursor, fn func(index int, e *template.Entry) bool) int {
+	if q.cfg.Locking.KernelExact {
+		return q.walkExact(h, pos, fn)
+	}
 	tok := q.rcu.ReadLock()
 	defer q.rcu.ReadUnlock(tok)
 	gen := q.generation.Load()
@@ -176,9 +189,96 @@ func (q *Queue) WalkAt(h Head, pos int, c *Cursor, fn func(index int, e *templat
 		if c != nil {
 			*c = Cursor{head: h, gen: gen, index: i, qe: qe}
 		}
-		if i >= pos && !fn(i, qe.entry) {
+		if i >= pos {
+			q.yield(showPoint(h))
+			if !fn(i, qe.entry) {
+				return i + 1
+			}
+		}
+		i++
+	}
+	return i
+}
+
+// walkExact is WalkAt in kernel-exact mode: a walk from the head to pos
+// (_ima_measurements_start()), then for each record show() and a step to
+// the next one (_ima_measurements_next()), each fetch inside its own
+// read-side section and show() outside it, unless Locking.ReadersHoldRCU
+// keeps one section from start to stop. A record that is no longer live
+// when it is shown or stepped from, or the end of a chain whose records
+// have left list h, is recorded as a Fault and ends the walk, as the kernel
+// would have read freed memory or a foreign list head there.
+//
+// Mirrors security/integrity/ima/ima_fs.c:_ima_measurements_start(),
+// _ima_measurements_next() and ima_measurements_show() ([PATCH v7 05/12]).
+func (q *Queue) walkExact(h Head, pos int, fn func(index int, e *template.Entry) bool) int {
+	op := "read " + h.String()
+	if q.cfg.Locking.SerializeRequests {
+		// The fix that excludes requests also excludes the writer's own
+		// reads, from start() to stop().
+		q.lockWriter()
+		defer q.unlockWriter()
+	}
+	hold := q.cfg.Locking.readersHoldRCU()
+	var tok rcu.Token
+	lock := func() {
+		if !hold {
+			tok = q.rcu.ReadLock()
+		}
+	}
+	unlock := func() {
+		if !hold {
+			q.rcu.ReadUnlock(tok)
+		}
+	}
+	if hold {
+		tok = q.rcu.ReadLock()
+		defer q.rcu.ReadUnlock(tok)
+	}
+	// step returns the record after qe, or nil at the end of list h; ok
+	// is false where the kernel would have gone wrong.
+	step := func(qe *qentry) (next *qentry, ok bool) {
+		if qe.state.Load() != live {
+			_ = q.fault(Fault{Kind: UseAfterFree, Op: op, By: freerName(qe.freedBy), Detail: "list_next_or_null_rcu() from a freed ima_queue_entry"})
+			return nil, false
+		}
+		next = qe.next.Load()
+		if next == nil && !q.list(h).onList(qe) {
+			by := "A or N" // what moves records off the current list
+			if h == Staged {
+				by = "D"
+			}
+			_ = q.fault(Fault{Kind: ForeignHead, Op: op, By: by, Detail: "the walk left " + h.String() + " with the records it was on; the next pointer is another list's head"})
+			return nil, false
+		}
+		return next, true
+	}
+	lock()
+	qe, i := q.list(h).head.Load(), 0
+	for ; qe != nil && i < pos; i++ {
+		var ok bool
+		if qe, ok = step(qe); !ok {
+			unlock()
+			return i
+		}
+	}
+	unlock()
+	for qe != nil {
+		q.yield(showPoint(h))
+		if qe.state.Load() != live {
+			_ = q.fault(Fault{Kind: UseAfterFree, Op: op, By: freerName(qe.freedBy), Detail: "ima_measurements_show() of a freed record"})
+			return i
+		}
+		if !fn(i, qe.entry) {
 			return i + 1
 		}
+		lock()
+		next, ok := step(qe)
+		unlock()
+		if !ok {
+			return i + 1
+		}
+		qe = next
 		i++
 	}
 	return i

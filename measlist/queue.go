@@ -69,6 +69,9 @@ type Config struct {
 	// RCU is the grace-period domain shared with the hash table; nil
 	// gives the queue its own.
 	RCU *rcu.Domain
+	// Locking is the model's safe default, or the kernel's exact locking
+	// (Locking.KernelExact) with chosen fixes.
+	Locking Locking
 }
 
 // Queue is the kernel's measurement queue: the current and staged lists,
@@ -95,12 +98,12 @@ type Queue struct {
 	// kmem models the kernel memory of the records.
 	kmem kmemCounters
 
-	// writerMutex serialises Stage, DeleteStaged and DeletePartial. It
-	// stands in for the single-writer exclusion that ima_fs.c enforces
-	// around every A, D and N (the kernel's queue relies on it: "qe
-	// remains valid because ima_fs.c enforces single-writer exclusion"),
-	// so that the queue is safe when called directly from many
-	// goroutines. It never blocks Add.
+	// writerMutex serialises Stage, DeleteStaged and DeletePartial (unless
+	// Locking.KernelExact). It stands in for the single-writer exclusion
+	// that ima_fs.c is meant to enforce around every A, D and N (the
+	// kernel's queue relies on it: "qe remains valid because ima_fs.c
+	// enforces single-writer exclusion"), so that the queue is safe when
+	// called directly from many goroutines. It never blocks Add.
 	writerMutex sync.Mutex
 	// extendListMutex is ima_extend_list_mutex.
 	extendListMutex sync.Mutex
@@ -126,6 +129,8 @@ type Queue struct {
 	// hooks lets tests stop an operation between its phases; nil in
 	// normal use. Set before the queue is shared.
 	hooks *Hooks
+	// faultLog holds what kernel-exact interleavings did wrong.
+	faultLog faultLog
 }
 
 // Hooks are test points between the phases of the operations whose work is
@@ -138,6 +143,13 @@ type Hooks struct {
 	// BeforeRelease runs after the mutex is dropped and before detached
 	// records are released (D and N).
 	BeforeRelease func()
+	// Yield, if set, is called at every preemption point: where the C can
+	// be interrupted between the statements that matter (after N's walk,
+	// before a release, between a reader's fetch of a record and its
+	// show(), and while waiting for the request mutex or a grace period,
+	// with a point name starting "wait:"). A test scheduler that runs one
+	// operation at a time uses it to force any interleaving.
+	Yield func(point string)
 }
 
 // New returns an empty queue, its hash table allocated as ima_init_htable()
@@ -175,8 +187,15 @@ func New(cfg Config) (*Queue, error) {
 	return q, nil
 }
 
-// SetHooks installs test hooks. Call it before the queue is shared.
-func (q *Queue) SetHooks(h *Hooks) { q.hooks = h }
+// SetHooks installs test hooks. Call it before the queue is shared. With
+// Hooks.Yield set, grace periods of the queue's RCU domain wait by
+// yielding too.
+func (q *Queue) SetHooks(h *Hooks) {
+	q.hooks = h
+	if h != nil && h.Yield != nil {
+		q.rcu.SetWait(func() { q.yield("wait: synchronize_rcu") })
+	}
+}
 
 // SetFailAlloc makes the hash table's next bucket-array allocations fail
 // while fail returns true (the kcalloc() of ima_alloc_replace_htable()).

@@ -16,8 +16,8 @@ import (
 // staged; syscall.ENOENT if the current list is empty; syscall.EACCES if
 // measurement is suspended.
 func (q *Queue) Stage() error {
-	q.writerMutex.Lock()
-	defer q.writerMutex.Unlock()
+	q.lockWriter()
+	defer q.unlockWriter()
 	start := q.lockTimed()
 	defer q.unlockTimed(start)
 	if !q.staged.emptyLocked() {
@@ -58,8 +58,8 @@ func (q *Queue) Stage() error {
 // Differences from Linux: the release waits for a grace period first (see
 // releaseDetached).
 func (q *Queue) DeleteStaged() (int, error) {
-	q.writerMutex.Lock()
-	defer q.writerMutex.Unlock()
+	q.lockWriter()
+	defer q.unlockWriter()
 	start := q.lockTimed()
 	if q.staged.emptyLocked() {
 		q.unlockTimed(start)
@@ -69,6 +69,7 @@ func (q *Queue) DeleteStaged() (int, error) {
 		q.unlockTimed(start)
 		return 0, syscall.ESTALE
 	}
+	last := q.staged.tail
 	first := q.staged.detachLocked()
 	q.bumpGenerationLocked()
 	n := q.numRecords[BinaryStaged].Swap(0)
@@ -89,7 +90,7 @@ func (q *Queue) DeleteStaged() (int, error) {
 	if q.flush {
 		q.ht.Release(old) // synchronize_rcu(); kfree(old_queue);
 	}
-	q.releaseDetached(first, int(n), q.flush)
+	q.releaseDetached(first, last, int(n), q.flush, freedByD)
 	return int(n), nil
 }
 
@@ -106,15 +107,19 @@ func (q *Queue) DeleteStaged() (int, error) {
 // when the mutex is taken (nothing changes). n == 0 is refused by the
 // caller (ima_fs.c) with EINVAL, and here too.
 //
-// Differences from Linux: the walk runs inside an RCU read-side section
-// (the kernel walks without one, relying on the one-writer rule of
-// ima_fs.c), and the release waits for a grace period first.
+// Differences from Linux (unless Locking.KernelExact): the walk runs
+// inside an RCU read-side section (the kernel walks without one, relying on
+// the one-writer rule of ima_fs.c), and the release waits for a grace
+// period first. In kernel-exact mode a walk or cut that would touch a freed
+// record, or cut at a record that has left the current list, stops with a
+// Fault and ErrFault instead.
 func (q *Queue) DeletePartial(n uint64) error {
 	if n == 0 {
 		return syscall.EINVAL
 	}
-	q.writerMutex.Lock()
-	defer q.writerMutex.Unlock()
+	q.lockWriter()
+	defer q.unlockWriter()
+	exact := q.cfg.Locking.KernelExact
 	var (
 		last      *qentry
 		remaining = n
@@ -122,6 +127,10 @@ func (q *Queue) DeletePartial(n uint64) error {
 	)
 	tok := q.rcu.ReadLock()
 	for qe := q.current.head.Load(); qe != nil; qe = qe.next.Load() {
+		if exact && qe.state.Load() != live {
+			q.rcu.ReadUnlock(tok)
+			return q.fault(Fault{Kind: UseAfterFree, Op: "N", By: freerName(qe.freedBy), Detail: "list_for_each_entry_rcu() walk of ima_measurements reached a freed record"})
+		}
 		size += uint64(qe.entry.BinaryRuntimeSize())
 		last = qe
 		if remaining--; remaining == 0 {
@@ -135,6 +144,7 @@ func (q *Queue) DeletePartial(n uint64) error {
 	if q.hooks != nil && q.hooks.AfterPartialWalk != nil {
 		q.hooks.AfterPartialWalk()
 	}
+	q.yield("N: walked")
 
 	start := q.lockTimed()
 	if q.suspended {
@@ -143,8 +153,14 @@ func (q *Queue) DeletePartial(n uint64) error {
 	}
 	// last remains valid because ima_fs.c enforces single-writer
 	// exclusion: nothing but appends changed the current list since the
-	// walk.
-	first := q.current.cutLocked(last)
+	// walk. In kernel-exact mode that is checked, as the kernel does not.
+	if exact {
+		if err := q.checkCutLocked(last); err != nil {
+			q.unlockTimed(start)
+			return err
+		}
+	}
+	first := q.current.cutLocked(last, exact)
 	q.bumpGenerationLocked()
 	q.numRecords[Binary].Add(-int64(n))
 	if q.cfg.Kexec {
@@ -152,20 +168,43 @@ func (q *Queue) DeletePartial(n uint64) error {
 	}
 	q.unlockTimed(start)
 
-	q.releaseDetached(first, int(n), false)
+	q.releaseDetached(first, last, int(n), false, freedByN)
 	return nil
 }
 
-// releaseDetached releases count records starting at first, which are in
-// no list any more: their template data always; the whole record when the
-// hash table is flushed or disabled (otherwise the hash table still
-// references the queue entry, the template entry and its digests).
+// checkCutLocked records the Fault that __list_cut_position() at last
+// would cause, if last is no longer a live record of the current list.
+// O(length of the current list); kernel-exact mode only.
+//
+// Preconditions: extendListMutex is held.
+func (q *Queue) checkCutLocked(last *qentry) error {
+	if last.state.Load() != live {
+		return q.fault(Fault{Kind: UseAfterFree, Op: "N", By: freerName(last.freedBy),
+			Detail: "__list_cut_position() at the ima_queue_entry the walk found, since freed"})
+	}
+	if !q.current.onList(last) {
+		by := "N"
+		if q.staged.onList(last) {
+			by = "A"
+		}
+		return q.fault(Fault{Kind: CutOffList, Op: "N", By: by,
+			Detail: "__list_cut_position(&trim, &ima_measurements, &qe->later) with qe off ima_measurements: the current list's head is linked into the other list and trim starts at ima_measurements"})
+	}
+	return nil
+}
+
+// releaseDetached releases the records from first to last (at most count
+// of them), which are in no list any more: their template data always; the
+// whole record when the hash table is flushed or disabled (otherwise the
+// hash table still references the queue entry, the template entry and its
+// digests). by names the operation, for kernel-exact fault reports.
 //
 // Mirrors security/integrity/ima/ima_queue.c:ima_queue_delete() ([PATCH v7
 // 09/12, 10/12]).
 //
 // Differences from Linux:
-//   - It first waits for a grace period. The kernel frees without one,
+//   - It first waits for a grace period (unless Locking.KernelExact
+//     without SynchronizeBeforeFree). The kernel frees without one,
 //     because ima_fs.c lets no reader open a list file while the writer
 //     exists; the model's Walk may run concurrently with any operation, so
 //     it waits for walkers that might still be on the detached chain. With
@@ -181,11 +220,12 @@ func (q *Queue) DeletePartial(n uint64) error {
 //     docs/FINDINGS.md.
 //
 // Preconditions: extendListMutex is not held.
-func (q *Queue) releaseDetached(first *qentry, count int, flushHtable bool) {
+func (q *Queue) releaseDetached(first, last *qentry, count int, flushHtable bool, by uint8) {
 	if q.hooks != nil && q.hooks.BeforeRelease != nil {
 		q.hooks.BeforeRelease()
 	}
-	q.rcu.Synchronize()
+	q.yield(releasePoint(by))
+	q.synchronize()
 	full := q.cfg.HtableDisabled || flushHtable
 	slots := q.layout.NumSlots()
 	var lists, retained int64
@@ -201,6 +241,7 @@ func (q *Queue) releaseDetached(first *qentry, count int, flushHtable bool) {
 		for j := range e.Fields {
 			e.Fields[j] = nil
 		}
+		qe.freedBy = by
 		if full {
 			qe.state.Store(freed)
 			qe.entry = nil
@@ -208,6 +249,9 @@ func (q *Queue) releaseDetached(first *qentry, count int, flushHtable bool) {
 			qe.state.Store(dataFreed)
 		}
 		qe.next.Store(nil) // list_del()
+		if qe == last {
+			break
+		}
 		qe = next
 	}
 	// One atomic add each rather than one per record: Add updates the same

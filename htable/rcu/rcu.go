@@ -31,7 +31,17 @@ type Domain struct {
 	readers [2]atomic.Int64
 	// mu serialises grace periods.
 	mu sync.Mutex
+	// wait, if set, is called instead of sleeping while a grace period
+	// waits; set before the domain is shared.
+	wait func()
 }
+
+// SetWait makes every grace period call wait, instead of sleeping, each
+// time it finds a reader still inside (or another grace period under way).
+// Call it before the domain is shared. No kernel counterpart; exists so
+// that a test scheduler that runs one goroutine at a time can let the
+// readers go on.
+func (d *Domain) SetWait(wait func()) { d.wait = wait }
 
 // Token identifies a read-side critical section; pass it to ReadUnlock.
 type Token uint64
@@ -66,15 +76,24 @@ func (d *Domain) ReadUnlock(t Token) {
 //
 // Mirrors kernel/rcu/tree.c:synchronize_rcu().
 func (d *Domain) Synchronize() {
-	d.mu.Lock()
+	wait := d.wait
+	if wait == nil {
+		spins := 0
+		wait = func() {
+			if spins++; spins < 64 {
+				runtime.Gosched()
+			} else {
+				time.Sleep(10 * time.Microsecond)
+			}
+		}
+	}
+	for !d.mu.TryLock() {
+		wait()
+	}
 	defer d.mu.Unlock()
 	old := d.epoch.Add(1) - 1
-	for spins := 0; d.readers[old&1].Load() != 0; spins++ {
-		if spins < 64 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(10 * time.Microsecond)
-		}
+	for d.readers[old&1].Load() != 0 {
+		wait()
 	}
 }
 
