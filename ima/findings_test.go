@@ -2,6 +2,7 @@ package ima
 
 import (
 	"bytes"
+	"os"
 	"syscall"
 	"testing"
 
@@ -174,4 +175,77 @@ func TestFindingRestoreStopsSilently(t *testing.T) {
 	require.NoError(t, rerr)
 	require.Nil(t, res.Stopped)
 	require.Equal(t, 6, res.Restored)
+}
+
+// TestFindingQ5ThreadsOfTheWriter shows docs/SPEC.md Q5 through the files,
+// in kernel-exact mode: the one-writer rule of ima_fs.c is per task, so two
+// threads of the writer process using its descriptors are not excluded.
+// Thread 1 writes "2\n" (N) to the original file; ima_queue_delete_partial()
+// walks to the second record without the mutex; thread 2 then writes "A\n"
+// to the _staged file the same task opened; thread 1's __list_cut_position()
+// then cuts at a record that is on the staged list. The model records the
+// corruption instead of doing it; with the request mutex (the default, and
+// the fix proposed in docs/FINDINGS.md) A waits for N.
+func TestFindingQ5ThreadsOfTheWriter(t *testing.T) {
+	k := mustNew(t, Config{TPM: newSoftware(t, twoBanks...), HashAlgo: "sha256", Staging: true,
+		Locking: measlist.Locking{KernelExact: true}})
+	measure(t, k, "f", 3)
+	writer := k.FS(staging.Root(7))
+	orig, err := writer.OpenFile(staging.BinaryRuntimeMeasurements, os.O_WRONLY)
+	require.NoError(t, err)
+	defer orig.Close()
+	stagedFile, err := writer.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_WRONLY) // same task: an extra write open
+	require.NoError(t, err)
+	defer stagedFile.Close()
+
+	var aErr error
+	k.Queue().SetHooks(&measlist.Hooks{AfterPartialWalk: func() {
+		_, aErr = stagedFile.Write([]byte("A\n")) // thread 2, between N's walk and its cut
+	}})
+	_, nErr := orig.Write([]byte("2\n"))
+	require.NoError(t, aErr, "A succeeds: nothing orders it against N")
+	require.ErrorIs(t, nErr, measlist.ErrFault)
+	faults := k.Queue().Faults()
+	require.Len(t, faults, 1)
+	require.Equal(t, measlist.CutOffList, faults[0].Kind)
+	require.Equal(t, "A", faults[0].By)
+}
+
+// TestFindingDeleteWhileWriterThreadReads shows, in kernel-exact mode, a
+// thread of the writer reading the _staged file through the writer's
+// O_RDWR descriptor while another thread writes "D\n" to another of the
+// writer's descriptors: D frees the records
+// without a grace period (ima_queue_delete()), and the reader, which
+// fetched a record inside rcu_read_lock() but shows it after
+// rcu_read_unlock() (_ima_measurements_next(), ima_measurements_show()),
+// reads freed memory.
+func TestFindingDeleteWhileWriterThreadReads(t *testing.T) {
+	k := mustNew(t, Config{TPM: newSoftware(t, twoBanks...), HashAlgo: "sha256", Staging: true,
+		Locking: measlist.Locking{KernelExact: true}})
+	measure(t, k, "f", 3)
+	writer := k.FS(staging.Root(7))
+	rw, err := writer.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
+	require.NoError(t, err)
+	defer rw.Close()
+	_, err = rw.Write([]byte("A\n"))
+	require.NoError(t, err)
+	other, err := writer.OpenFile(staging.ASCIIRuntimeMeasurementsStaged, os.O_WRONLY) // same task
+	require.NoError(t, err)
+	defer other.Close()
+
+	deleted := false
+	k.Queue().SetHooks(&measlist.Hooks{Yield: func(point string) {
+		if point == "read staged: show" && !deleted {
+			deleted = true
+			_, err := other.Write([]byte("D\n")) // thread 2
+			require.NoError(t, err)
+		}
+	}})
+	buf := make([]byte, 1<<16)
+	_, _ = rw.Read(buf) // thread 1
+	require.True(t, deleted)
+	faults := k.Queue().Faults()
+	require.NotEmpty(t, faults)
+	require.Equal(t, measlist.UseAfterFree, faults[0].Kind)
+	require.Equal(t, "D", faults[0].By)
 }

@@ -48,6 +48,10 @@ type Config struct {
 	FlushHtable bool
 	// HtableDisabled is CONFIG_IMA_DISABLE_HTABLE.
 	HtableDisabled bool
+	// Locking is the model's safe default, or the kernel's exact locking
+	// (measlist.Locking.KernelExact), under which threads that share the
+	// writer's descriptors can corrupt the lists as the v7 code would.
+	Locking measlist.Locking
 	// Kexec is CONFIG_IMA_KEXEC: binary sizes are tracked and the list is
 	// carried over kexec. KexecExtraMemoryKB is
 	// CONFIG_IMA_KEXEC_EXTRA_MEMORY_KB.
@@ -167,6 +171,7 @@ func boot(cfg Config, carried []byte) (*Kernel, error) {
 	k.queue, err = measlist.New(measlist.Config{
 		Layout: k.layout, TPM: cfg.TPM, HtableDisabled: cfg.HtableDisabled,
 		FlushHtable: cfg.FlushHtable, Kexec: cfg.Kexec, RCU: new(rcu.Domain),
+		Locking: cfg.Locking,
 	})
 	if err != nil {
 		return nil, err
