@@ -6,8 +6,18 @@ import (
 	"fmt"
 )
 
-// ErrNoSimulator is returned by NewSimulator in builds without cgo.
-var ErrNoSimulator = errors.New("tpmext: the TPM simulator back end needs cgo (CGO_ENABLED=1, gcc and OpenSSL headers)")
+// Errors of NewSimulator.
+var (
+	// ErrNoSimulator is returned in builds without cgo.
+	ErrNoSimulator = errors.New("tpmext: the TPM simulator back end needs cgo (CGO_ENABLED=1, gcc and OpenSSL headers)")
+	// ErrSimulatorBusy is returned while another simulator is open in the
+	// process (the go-tpm-tools simulator is one per process); close it
+	// first.
+	ErrSimulatorBusy = errors.New("tpmext: a TPM simulator is already open in this process (there is one per process); close it first")
+)
+
+// Simulator is the Transport of the go-tpm-tools simulator (NewSimulator).
+type Simulator = Transport
 
 // NumPCRs is the number of PCRs in every bank (TPM 2.0 PC Client profile).
 const NumPCRs = 24
