@@ -43,6 +43,9 @@ func ParseAttestationKey(b []byte) (*AttestationKey, error) {
 		}
 		return &AttestationKey{Key: k}, nil
 	}
+	if len(b) < 2 {
+		return nil, fmt.Errorf("tpmext: attestation key: %d bytes, neither PEM nor a TPM2B_PUBLIC", len(b))
+	}
 	pub2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](b)
 	if err != nil {
 		return nil, fmt.Errorf("tpmext: attestation key: neither PEM nor a TPM2B_PUBLIC: %w", err)
