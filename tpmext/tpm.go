@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"syscall"
+
+	"github.com/google/go-tpm/tpm2"
 )
 
 // Errors of NewSimulator.
@@ -143,4 +146,27 @@ func containsAlg(banks []Algorithm, a Algorithm) bool {
 // is extended. It is the oracle both back ends are compared against.
 func ExtendValue(alg Algorithm, old, digest []byte) []byte {
 	return alg.Sum(old, digest)
+}
+
+// Result returns what the kernel's tpm_pcr_extend() returns for the outcome
+// err of a TPM command: 0 for success, the TPM's response code for an
+// error the TPM answered, and a negative errno when the command did not
+// complete (the errno of the failure when there is one, else -EIO).
+//
+// Mirrors drivers/char/tpm/tpm-interface.c:tpm_transmit_cmd(), which
+// returns the response header's return_code, and tpm_try_transmit(),
+// whose failures are negative errnos.
+func Result(err error) int {
+	if err == nil {
+		return 0
+	}
+	var rc tpm2.TPMRC
+	if errors.As(err, &rc) {
+		return int(rc)
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return -int(errno)
+	}
+	return -int(syscall.EIO)
 }
