@@ -34,6 +34,16 @@ var ErrPCRFile = errors.New("eventlog: malformed PCR file")
 // length is bank's digest size is taken. It is an error if no value, or
 // more than one differing value, has that length.
 //
+// It also reads the YAML that tpm2_pcrread (tpm2-tools) prints, which
+// names its banks:
+//
+//	sha256:
+//	  0 : 0x0000000000000000000000000000000000000000000000000000000000000000
+//	  10: 0x9BE6BAC02BF18D09D17E726C2DF00BCA4E8831EA9BE6BAC02BF18D09D17E726C
+//
+// Then the values of bank's section are taken, and a file without that
+// section is an error.
+//
 // Follows the parsing of ima-evm-utils src/evmctl.c:read_one_bank(), more
 // leniently (evmctl takes only PCR-00, PCR-01, ... in order).
 func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
@@ -44,13 +54,22 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 		line int
 		v    []byte
 	}
-	byPCR := map[int][]value{}
+	var lines []string
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 64<<10)
-	n := 0
 	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPCRFile, err)
+	}
+	if isPCRRead(lines) {
+		return parsePCRRead(lines, bank)
+	}
+	byPCR := map[int][]value{}
+	for i, text := range lines {
+		n := i + 1
+		line := strings.TrimSpace(text)
 		if line == "" || line[0] == '#' {
 			continue
 		}
@@ -69,9 +88,6 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 			return nil, fmt.Errorf("%w: line %d: PCR %d value is not hex", ErrPCRFile, n, pcr)
 		}
 		byPCR[pcr] = append(byPCR[pcr], value{n, v})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrPCRFile, err)
 	}
 	if len(byPCR) == 0 {
 		return nil, fmt.Errorf("%w: no PCR values", ErrPCRFile)
@@ -105,4 +121,74 @@ func AppendPCRFile(dst []byte, values [][]byte) []byte {
 		dst = fmt.Appendf(dst, "PCR-%02d: %x\n", i, v)
 	}
 	return dst
+}
+
+// isPCRRead reports whether lines look like tpm2_pcrread output: the first
+// line that is not blank or a comment is a bank name and a colon.
+func isPCRRead(lines []string) bool {
+	for _, l := range lines {
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		name, rest, ok := strings.Cut(l, ":")
+		return ok && rest == "" && !strings.HasPrefix(strings.ToUpper(name), "PCR")
+	}
+	return false
+}
+
+// parsePCRRead reads bank's section of tpm2_pcrread output.
+func parsePCRRead(lines []string, bank tpmext.Algorithm) (map[int][]byte, error) {
+	out := map[int][]byte{}
+	var sections []string
+	in, found := false, false
+	for i, text := range lines {
+		n := i + 1
+		l := strings.TrimSpace(text)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		head, rest, ok := strings.Cut(l, ":")
+		rest = strings.TrimSpace(rest)
+		if !ok {
+			return nil, fmt.Errorf("%w: line %d: want \"BANK:\" or \"NN: 0xHEX\" (tpm2_pcrread output)", ErrPCRFile, n)
+		}
+		if rest == "" { // a bank
+			sections = append(sections, head)
+			alg, err := tpmext.ParseAlgorithm(head)
+			in = err == nil && alg == bank
+			found = found || in
+			continue
+		}
+		if len(sections) == 0 {
+			return nil, fmt.Errorf("%w: line %d: a PCR value before any bank", ErrPCRFile, n)
+		}
+		if !in {
+			continue
+		}
+		num := strings.TrimSpace(head)
+		pcr, err := strconv.Atoi(num)
+		if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
+			return nil, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+		}
+		h, ok := strings.CutPrefix(strings.ToLower(rest), "0x")
+		v, err := hex.DecodeString(h)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%w: line %d: PCR %d value is not 0x and hex", ErrPCRFile, n, pcr)
+		}
+		if len(v) != bank.Size() {
+			return nil, fmt.Errorf("%w: line %d: %v PCR %d value is %d bytes, want %d", ErrPCRFile, n, bank, pcr, len(v), bank.Size())
+		}
+		if _, dup := out[pcr]; dup {
+			return nil, fmt.Errorf("%w: line %d: %v PCR %d given twice", ErrPCRFile, n, bank, pcr)
+		}
+		out[pcr] = v
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: no %v bank in the tpm2_pcrread output (it has %s)", ErrPCRFile, bank, strings.Join(sections, ", "))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no PCR values in the %v bank", ErrPCRFile, bank)
+	}
+	return out, nil
 }
