@@ -41,5 +41,5 @@ func NewSimulator(banks ...Algorithm) (*Simulator, error) {
 			defer simulatorOpen.Store(false)
 			return sim.Close()
 		},
-	}, "TPM simulator", banks)
+	}, "go-tpm-tools TPM 2.0 simulator", banks)
 }
