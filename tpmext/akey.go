@@ -121,25 +121,21 @@ func verifySignature(key crypto.PublicKey, msg, sig []byte) error {
 		return fmt.Errorf("%w: %v", ErrQuoteSignature, err)
 	}
 	h := sha256.Sum256(msg)
+	var hash tpm2.TPMIAlgHash
+	var keyOK, valid bool
 	switch s.SigAlg {
 	case tpm2.TPMAlgECDSA:
 		ecc, err := s.Signature.ECDSA()
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrQuoteSignature, err)
 		}
-		if ecc.Hash != tpm2.TPMAlgSHA256 {
-			return fmt.Errorf("%w: signed with hash %v, only SHA-256 is supported", ErrQuoteSignature, Algorithm(ecc.Hash))
+		var k *ecdsa.PublicKey
+		if k, keyOK = key.(*ecdsa.PublicKey); keyOK {
+			r := new(big.Int).SetBytes(ecc.SignatureR.Buffer)
+			sv := new(big.Int).SetBytes(ecc.SignatureS.Buffer)
+			valid = ecdsa.Verify(k, h[:], r, sv)
 		}
-		k, ok := key.(*ecdsa.PublicKey)
-		if !ok {
-			return fmt.Errorf("%w: an ECDSA signature, but the key is %T", ErrQuoteSignature, key)
-		}
-		r := new(big.Int).SetBytes(ecc.SignatureR.Buffer)
-		sv := new(big.Int).SetBytes(ecc.SignatureS.Buffer)
-		if !ecdsa.Verify(k, h[:], r, sv) {
-			return ErrQuoteSignature
-		}
-		return nil
+		hash = ecc.Hash
 	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
 		var rs *tpm2.TPMSSignatureRSA
 		if s.SigAlg == tpm2.TPMAlgRSASSA {
@@ -150,24 +146,27 @@ func verifySignature(key crypto.PublicKey, msg, sig []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrQuoteSignature, err)
 		}
-		if rs.Hash != tpm2.TPMAlgSHA256 {
-			return fmt.Errorf("%w: signed with hash %v, only SHA-256 is supported", ErrQuoteSignature, Algorithm(rs.Hash))
+		var k *rsa.PublicKey
+		if k, keyOK = key.(*rsa.PublicKey); keyOK {
+			if s.SigAlg == tpm2.TPMAlgRSASSA {
+				valid = rsa.VerifyPKCS1v15(k, crypto.SHA256, h[:], rs.Sig.Buffer) == nil
+			} else {
+				valid = rsa.VerifyPSS(k, crypto.SHA256, h[:], rs.Sig.Buffer, nil) == nil
+			}
 		}
-		k, ok := key.(*rsa.PublicKey)
-		if !ok {
-			return fmt.Errorf("%w: an RSA signature, but the key is %T", ErrQuoteSignature, key)
-		}
-		if s.SigAlg == tpm2.TPMAlgRSASSA {
-			err = rsa.VerifyPKCS1v15(k, crypto.SHA256, h[:], rs.Sig.Buffer)
-		} else {
-			err = rsa.VerifyPSS(k, crypto.SHA256, h[:], rs.Sig.Buffer, nil)
-		}
-		if err != nil {
-			return ErrQuoteSignature
-		}
-		return nil
+		hash = rs.Hash
+	default:
+		return fmt.Errorf("%w: signature scheme %#x is not ECDSA, RSASSA or RSAPSS", ErrQuoteSignature, uint16(s.SigAlg))
 	}
-	return fmt.Errorf("%w: signature scheme %#x is not ECDSA, RSASSA or RSAPSS", ErrQuoteSignature, uint16(s.SigAlg))
+	switch {
+	case hash != tpm2.TPMAlgSHA256:
+		return fmt.Errorf("%w: signed with hash %v, only SHA-256 is supported", ErrQuoteSignature, Algorithm(hash))
+	case !keyOK:
+		return fmt.Errorf("%w: a signature of scheme %#x, but the key is %T", ErrQuoteSignature, uint16(s.SigAlg), key)
+	case !valid:
+		return ErrQuoteSignature
+	}
+	return nil
 }
 
 // ecdsaSignature is the TPMT_SIGNATURE of an ECDSA P-256/SHA-256

@@ -147,7 +147,8 @@ func (s *Software) Quote(nonce []byte, sel Selection) (*Quote, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if err := s.keyLocked(); err != nil {
+	ak, err := s.akLocked()
+	if err != nil {
 		return nil, err
 	}
 	vals := make(map[int][]byte, len(sel.PCRs))
@@ -176,7 +177,7 @@ func (s *Software) Quote(nonce []byte, sel Selection) (*Quote, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Quote{Attest: attest, Signature: ecdsaSignature(r, sv), Key: &s.key.PublicKey, Public: ecdsaPublic(&s.key.PublicKey)}, nil
+	return &Quote{Attest: attest, Signature: ecdsaSignature(r, sv), Key: ak.Key, Public: ak.Public}, nil
 }
 
 // AttestationKey returns the public part of the key Quote signs with.
@@ -186,25 +187,22 @@ func (s *Software) AttestationKey() (*AttestationKey, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if err := s.keyLocked(); err != nil {
-		return nil, err
-	}
-	return &AttestationKey{Public: ecdsaPublic(&s.key.PublicKey), Key: &s.key.PublicKey}, nil
+	return s.akLocked()
 }
 
-// keyLocked creates the attestation key at first use.
+// akLocked creates the attestation key at first use and returns its public
+// part.
 //
 // Preconditions: s.mu is held.
-func (s *Software) keyLocked() error {
-	if s.key != nil {
-		return nil
+func (s *Software) akLocked() (*AttestationKey, error) {
+	if s.key == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		s.key = k
 	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	s.key = k
-	return nil
+	return &AttestationKey{Public: ecdsaPublic(&s.key.PublicKey), Key: &s.key.PublicKey}, nil
 }
 
 // Close releases the TPM.

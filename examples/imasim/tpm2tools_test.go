@@ -44,8 +44,8 @@ func tpm2Tool(t *testing.T, srv *swtpmtest.Server, dir string, args ...string) s
 // the simulated kernel extends: the kernel measures on swtpm with staging
 // cycles (both flavours) and a kexec; tpm2_pcrread shows PCR 10 of every
 // bank at the replay of the whole log since boot; tpm2_createek,
-// tpm2_createak and tpm2_quote make a quote of PCR 10 with a nonce, which
-// tpm2_checkquote accepts; after more measurements, imasim verify --quote
+// tpm2_createak and tpm2_quote make quotes of PCR 10 with a nonce (ECDSA,
+// RSASSA and RSAPSS keys), which tpm2_checkquote accepts; after more measurements, imasim verify --quote
 // accepts the collector's whole log and reports the N records the quote
 // covers.
 func TestRoundTripTPM2Tools(t *testing.T) {
@@ -96,10 +96,16 @@ func TestRoundTripTPM2Tools(t *testing.T) {
 
 	// An EK, an AK under it, and a quote of PCR 10 with a nonce.
 	tpm2Tool(t, srv, dir, "tpm2_createek", "-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub")
-	tpm2Tool(t, srv, dir, "tpm2_createak", "-C", "ek.ctx", "-c", "ak.ctx", "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u", "ak.pub", "-n", "ak.name")
 	nonce := "1f2e3d4c5b6a79880011"
-	tpm2Tool(t, srv, dir, "tpm2_quote", "-c", "ak.ctx", "-l", "sha256:10", "-q", nonce, "-m", "quote.msg", "-s", "quote.sig", "-g", "sha256")
-	tpm2Tool(t, srv, dir, "tpm2_checkquote", "-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig", "-g", "sha256", "-q", nonce)
+	schemes := [][2]string{{"ecc", "ecdsa"}, {"rsa", "rsassa"}, {"rsa", "rsapss"}}
+	for _, sc := range schemes {
+		ak, quote := "ak-"+sc[1], "quote-"+sc[1]
+		tpm2Tool(t, srv, dir, "tpm2_createak", "-C", "ek.ctx", "-c", ak+".ctx", "-G", sc[0], "-g", "sha256", "-s", sc[1], "-u", ak+".pub")
+		tpm2Tool(t, srv, dir, "tpm2_quote", "-c", ak+".ctx", "-l", "sha256:10", "-q", nonce, "-m", quote+".msg", "-s", quote+".sig", "-g", "sha256", "--scheme", sc[1])
+		if sc[1] != "rsapss" { // tpm2_checkquote 5.x rejects RSAPSS quotes: tpm2-software/tpm2-tools#3283
+			tpm2Tool(t, srv, dir, "tpm2_checkquote", "-u", ak+".pub", "-m", quote+".msg", "-s", quote+".sig", "-g", "sha256", "-q", nonce)
+		}
+	}
 
 	// The kernel goes on: the quote now lags the list.
 	for i := 0; i < 40; i++ {
@@ -112,13 +118,20 @@ func TestRoundTripTPM2Tools(t *testing.T) {
 	log, total := wholeLog()
 	require.Equal(t, n+40, total)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "log"), log, 0o644))
-	q := func(args ...string) (int, string, string) {
-		return evCmd(append([]string{"verify", "--quote", filepath.Join(dir, "quote.msg"), "--sig", filepath.Join(dir, "quote.sig"),
-			"--ak-pub", filepath.Join(dir, "ak.pub")}, args...)...)
+	quoteArgs := func(scheme string) []string {
+		return []string{"verify", "--quote", filepath.Join(dir, "quote-"+scheme+".msg"), "--sig", filepath.Join(dir, "quote-"+scheme+".sig"),
+			"--ak-pub", filepath.Join(dir, "ak-"+scheme+".pub")}
 	}
-	code, out, errOut = q("--nonce", nonce, filepath.Join(dir, "log"))
-	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, fmt.Sprintf("quote of sha256 PCR 10 (signature and nonce checked) covers N = %d records", n))
+	q := func(args ...string) (int, string, string) { return evCmd(append(quoteArgs("ecdsa"), args...)...) }
+	for _, sc := range schemes {
+		code, out, errOut = evCmd(append(quoteArgs(sc[1]), "--nonce", nonce, filepath.Join(dir, "log"))...)
+		require.Equal(t, 0, code, "%s: %s", sc[1], errOut)
+		require.Contains(t, out, fmt.Sprintf("quote of sha256 PCR 10 (signature and nonce checked) covers N = %d records", n), sc[1])
+	}
+	// An RSA quote checked with the ECDSA key, and the reverse.
+	code, _, errOut = evCmd(append(quoteArgs("rsassa")[:5], "--ak-pub", filepath.Join(dir, "ak-ecdsa.pub"), "--nonce", nonce, filepath.Join(dir, "log"))...)
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "but the key is *ecdsa.PublicKey")
 
 	// What must fail: another nonce (exit 1), another key (exit 1), a log
 	// that never reaches the quote (exit 1).
@@ -132,8 +145,7 @@ func TestRoundTripTPM2Tools(t *testing.T) {
 	otherPEM, err := otherAK.PEM()
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "other.pem"), otherPEM, 0o644))
-	code, _, errOut = evCmd("verify", "--quote", filepath.Join(dir, "quote.msg"), "--sig", filepath.Join(dir, "quote.sig"),
-		"--ak-pub", filepath.Join(dir, "other.pem"), "--nonce", nonce, filepath.Join(dir, "log"))
+	code, _, errOut = evCmd(append(quoteArgs("ecdsa")[:5], "--ak-pub", filepath.Join(dir, "other.pem"), "--nonce", nonce, filepath.Join(dir, "log"))...)
 	require.Equal(t, 1, code, errOut)
 	require.Contains(t, errOut, "quote signature does not verify")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "head"), log[:len(log)/3], 0o644))

@@ -77,10 +77,9 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 		if !ok || len(head) < 4 || !strings.EqualFold(head[:3], "PCR") || (head[3] != '-' && head[3] != ' ') {
 			return nil, fmt.Errorf("%w: line %d: want \"PCR-NN: hex\" or \"PCR NN: hex\"", ErrPCRFile, n)
 		}
-		num := strings.TrimSpace(head[4:])
-		pcr, err := strconv.Atoi(num)
-		if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
-			return nil, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+		pcr, err := parsePCRNumber(head[4:], n)
+		if err != nil {
+			return nil, err
 		}
 		h := strings.ReplaceAll(strings.TrimSpace(rest), " ", "")
 		v, err := hex.DecodeString(h)
@@ -166,10 +165,9 @@ func parsePCRRead(lines []string, bank tpmext.Algorithm) (map[int][]byte, error)
 		if !in {
 			continue
 		}
-		num := strings.TrimSpace(head)
-		pcr, err := strconv.Atoi(num)
-		if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
-			return nil, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+		pcr, err := parsePCRNumber(head, n)
+		if err != nil {
+			return nil, err
 		}
 		h, ok := strings.CutPrefix(strings.ToLower(rest), "0x")
 		v, err := hex.DecodeString(h)
@@ -191,4 +189,14 @@ func parsePCRRead(lines []string, bank tpmext.Algorithm) (map[int][]byte, error)
 		return nil, fmt.Errorf("%w: no PCR values in the %v bank", ErrPCRFile, bank)
 	}
 	return out, nil
+}
+
+// parsePCRNumber reads the PCR number of line n: one or two digits, 0 to 23.
+func parsePCRNumber(s string, n int) (int, error) {
+	num := strings.TrimSpace(s)
+	pcr, err := strconv.Atoi(num)
+	if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
+		return 0, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+	}
+	return pcr, nil
 }
