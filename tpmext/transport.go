@@ -30,10 +30,10 @@ type Transport struct {
 	what  string // "swtpm 127.0.0.1:2321", for errors
 
 	mu     sync.Mutex
-	tpm    transport.TPM // protected by mu
-	plat   platform      // protected by mu
-	fault  func(tpm2.TPMCC) error
-	closed bool // protected by mu
+	tpm    transport.TPM          // protected by mu
+	plat   platform               // protected by mu
+	fault  func(tpm2.TPMCC) error // protected by mu
+	closed bool                   // protected by mu
 }
 
 var _ TPM = (*Transport)(nil)
@@ -139,7 +139,7 @@ func (t *Transport) SetFault(fault func(cc tpm2.TPMCC) error) {
 	t.fault = fault
 }
 
-// Send implements transport.TPM for the commands of this file: it applies
+// send runs one command for the methods of this file: it applies
 // the fault hook, forwards to the underlying transport and sends the
 // command again while the TPM answers TPM_RC_RETRY or TPM_RC_TESTING,
 // waiting 20 ms, then twice as long each time, up to 2 s.
@@ -148,7 +148,7 @@ func (t *Transport) SetFault(fault func(cc tpm2.TPMCC) error) {
 // TPM2_DURATION_SHORT, TPM2_DURATION_LONG).
 //
 // Preconditions: t.mu is held, or t is not shared yet.
-func (t *Transport) Send(cmd []byte) ([]byte, error) {
+func (t *Transport) send(cmd []byte) ([]byte, error) {
 	if t.fault != nil && len(cmd) >= tpmResponseFixed {
 		if err := t.fault(tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10]))); err != nil {
 			var rc tpm2.TPMRC
@@ -170,6 +170,14 @@ func (t *Transport) Send(cmd []byte) ([]byte, error) {
 		time.Sleep(delay)
 	}
 }
+
+// sendFunc makes a function a transport.TPM.
+type sendFunc func([]byte) ([]byte, error)
+
+func (f sendFunc) Send(cmd []byte) ([]byte, error) { return f(cmd) }
+
+// cmds is the transport.TPM the go-tpm commands of this file run on.
+func (t *Transport) cmds() transport.TPM { return sendFunc(t.send) }
 
 // The kernel's retry delays for TPM_RC_RETRY (include/linux/tpm.h).
 const (
@@ -197,7 +205,7 @@ type legacyRW struct {
 
 func (rw *legacyRW) Write(b []byte) (int, error) {
 	var err error
-	rw.rsp, err = rw.t.Send(b)
+	rw.rsp, err = rw.t.send(b)
 	if err != nil {
 		return 0, err
 	}
@@ -218,7 +226,7 @@ func (rw *legacyRW) Read(b []byte) (int, error) {
 //
 // Mirrors drivers/char/tpm/tpm2-cmd.c:tpm2_get_pcr_allocation().
 func (t *Transport) pcrAllocation() (have, implemented []Algorithm, err error) {
-	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapPCRs, PropertyCount: 1}.Execute(t)
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapPCRs, PropertyCount: 1}.Execute(t.cmds())
 	if err != nil {
 		return nil, nil, fmt.Errorf("tpmext: %s: TPM2_GetCapability(TPM_CAP_PCRS): %w", t.what, err)
 	}
@@ -289,7 +297,7 @@ func (t *Transport) Extend(pcr int, digests []Digest) error {
 	_, err := tpm2.PCRExtend{
 		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
 		Digests:   tpm2.TPMLDigestValues{Digests: vals},
-	}.Execute(t)
+	}.Execute(t.cmds())
 	if err != nil {
 		return fmt.Errorf("tpmext: %s: TPM2_PCR_Extend(PCR %d): %w", t.what, pcr, err)
 	}
@@ -321,7 +329,7 @@ func (t *Transport) ReadPCR(pcr int, alg Algorithm) ([]byte, error) {
 //
 // Preconditions: t.mu is held.
 func (t *Transport) readLocked(alg Algorithm, pcrs []int) ([][]byte, error) {
-	rsp, err := tpm2.PCRRead{PCRSelectionIn: tpmSelection(Selection{Alg: alg, PCRs: pcrs})}.Execute(t)
+	rsp, err := tpm2.PCRRead{PCRSelectionIn: tpmSelection(Selection{Alg: alg, PCRs: pcrs})}.Execute(t.cmds())
 	if err != nil {
 		return nil, fmt.Errorf("tpmext: %s: TPM2_PCR_Read(%v %v): %w", t.what, alg, pcrs, err)
 	}
@@ -407,7 +415,7 @@ func (t *Transport) akLocked() (*tpm2.CreatePrimaryResponse, *AttestationKey, er
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHOwner,
 		InPublic:      tpm2.New2B(akTemplate),
-	}.Execute(t)
+	}.Execute(t.cmds())
 	if err != nil {
 		return nil, nil, fmt.Errorf("tpmext: %s: creating the attestation key: %w", t.what, err)
 	}
@@ -424,7 +432,7 @@ func (t *Transport) akLocked() (*tpm2.CreatePrimaryResponse, *AttestationKey, er
 //
 // Preconditions: t.mu is held.
 func (t *Transport) flushLocked(h tpm2.TPMHandle) {
-	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t)
+	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t.cmds())
 }
 
 // AttestationKey returns the public part of the key Quote signs with.
@@ -462,7 +470,7 @@ func (t *Transport) Quote(nonce []byte, sel Selection) (*Quote, error) {
 		QualifyingData: tpm2.TPM2BData{Buffer: nonce},
 		InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
 		PCRSelect:      tpmSelection(normalizeSelection(sel)),
-	}.Execute(t)
+	}.Execute(t.cmds())
 	if err != nil {
 		return nil, fmt.Errorf("tpmext: %s: TPM2_Quote: %w", t.what, err)
 	}
