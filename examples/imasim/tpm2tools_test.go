@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/imasim/imasim/ima"
@@ -196,4 +197,29 @@ func TestExportQuoteOnSwtpm(t *testing.T) {
 		require.Contains(t, stderr.String(), tc.want)
 		require.Equal(t, 1, strings.Count(stderr.String(), "\n"), "one line: %q", stderr.String())
 	}
+}
+
+// TestWorkloadSwtpmKilled: swtpm dies at the kexec in the middle of a
+// workload; the kernel model goes on measuring and collecting without
+// hanging, and the run reports the failed extends with the kernel's audit
+// cause.
+func TestWorkloadSwtpmKilled(t *testing.T) {
+	srv := swtpmtest.Start(t, "sha1", "sha256")
+	dir := t.TempDir()
+	w := &workload{
+		Records: 200, Flavour: "prompt", StageEvery: 20, Banks: []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}, Template: "ima-ng",
+		KexecAfter: 100, Seed: 5, TPMKind: srv.Spec(), StoreDir: filepath.Join(dir, "store"),
+		progress: func(string) { srv.Kill() },
+	}
+	err := w.run()
+	require.ErrorContains(t, err, "TPM extends failed (the kernel kept the records, audited the failure and did not extend PCR 10)")
+	require.ErrorContains(t, err, fmt.Sprintf("TPM_error(%d)", -int(syscall.ECONNREFUSED)))
+	require.Equal(t, 1, w.stats.kexecs)
+	require.Greater(t, w.stats.tpmErrors, int64(50))
+	var b bytes.Buffer
+	n, err := w.coll.WriteLog(&b, 0, collector.Binary, w.kernel.Layout().SHA1Index())
+	require.NoError(t, err)
+	require.Greater(t, n, 150, "the records stay in the log")
+	w.coll.Close()
+	w.tpm.Close()
 }
