@@ -16,7 +16,7 @@ func ExampleOpen() {
 	}
 	defer tpm.Close()
 	tpm.Extend(10, []tpmext.Digest{{Alg: tpmext.SHA256, Value: tpmext.SHA256.Sum([]byte("record"))}})
-	pcr10, _ := tpm.ReadPCR(10, tpmext.SHA256)
+	pcr10, _ := tpm.ReadPCR(10, tpmext.SHA256) // SHA-256(32 zero bytes || SHA-256("record"))
 	fmt.Printf("PCR 10: %x\n", pcr10)
 
 	nonce, sel := []byte("nonce"), tpmext.Selection{Alg: tpmext.SHA256, PCRs: []int{10}}
@@ -29,7 +29,6 @@ func ExampleOpen() {
 
 	_, err = tpmext.Open("swtpm:localhost")
 	fmt.Println(err)
-	// PCR 10 is SHA-256(32 zero bytes || SHA-256("record")), computed independently.
 	// Output:
 	// PCR 10: 3d90ee444549f5da5a9e40d8f44605f55f1f861d8f459849765e14bca8f4fedb
 	// quote verifies: true
