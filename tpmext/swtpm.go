@@ -65,11 +65,12 @@ const (
 	tpmResponseFixed = 10 // tag, size, response code
 )
 
-// Send runs one command on a fresh connection.
+// Send runs one command on a fresh connection. Its errors do not repeat
+// the address, which the Transport's errors name.
 func (s *swtpm) Send(cmd []byte) ([]byte, error) {
 	c, err := net.DialTimeout("tcp", s.cmd, SwtpmTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("swtpm at %s: %w", s.cmd, err)
+		return nil, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(SwtpmTimeout))
@@ -78,21 +79,21 @@ func (s *swtpm) Send(cmd []byte) ([]byte, error) {
 	req[4] = 0 // locality
 	binary.BigEndian.PutUint32(req[5:], uint32(len(cmd)))
 	if _, err := c.Write(append(req, cmd...)); err != nil {
-		return nil, fmt.Errorf("swtpm at %s: sending: %w", s.cmd, err)
+		return nil, fmt.Errorf("sending: %w", err)
 	}
 	var n uint32
 	if err := binary.Read(c, binary.BigEndian, &n); err != nil {
-		return nil, fmt.Errorf("swtpm at %s: reading the response: %w", s.cmd, eofIsReset(err))
+		return nil, fmt.Errorf("reading the response: %w", eofIsReset(err))
 	}
 	if n < tpmResponseFixed || n > maxTPMResponse {
-		return nil, fmt.Errorf("swtpm at %s: response length %d out of range %d..%d", s.cmd, n, tpmResponseFixed, maxTPMResponse)
+		return nil, fmt.Errorf("response length %d out of range %d..%d", n, tpmResponseFixed, maxTPMResponse)
 	}
 	rsp := make([]byte, n+4) // response, then the acknowledgement
 	if _, err := io.ReadFull(c, rsp); err != nil {
-		return nil, fmt.Errorf("swtpm at %s: reading the response: %w", s.cmd, eofIsReset(err))
+		return nil, fmt.Errorf("reading the response: %w", eofIsReset(err))
 	}
 	if ack := binary.BigEndian.Uint32(rsp[n:]); ack != 0 {
-		return nil, fmt.Errorf("swtpm at %s: TPM_SEND_COMMAND acknowledged with %#x", s.cmd, ack)
+		return nil, fmt.Errorf("TPM_SEND_COMMAND acknowledged with %#x", ack)
 	}
 	return rsp[:n], nil
 }
