@@ -24,7 +24,9 @@ const SwtpmTimeout = 60 * time.Second
 // cmdAddr is the server port ("127.0.0.1:2321"); ctrlAddr the control port,
 // used to reset the TPM (Reset, and bank allocation). With banks, the TPM
 // must have them or be able to allocate them: TPM2_PCR_Allocate and a reset
-// through the control port; a bank swtpm does not implement is refused.
+// through the control port (the allocation then stays in swtpm's state, as
+// swtpm_setup --pcr-banks would have made it); a bank swtpm does not
+// implement is refused.
 //
 // Each command opens its own connection and closes it after the response,
 // so other clients of the same swtpm (tpm2-tools with
