@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,12 +68,7 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 		return parsePCRRead(lines, bank)
 	}
 	byPCR := map[int][]value{}
-	for i, text := range lines {
-		n := i + 1
-		line := strings.TrimSpace(text)
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	for n, line := range contentLines(lines) {
 		head, rest, ok := strings.Cut(line, ":")
 		if !ok || len(head) < 4 || !strings.EqualFold(head[:3], "PCR") || (head[3] != '-' && head[3] != ' ') {
 			return nil, fmt.Errorf("%w: line %d: want \"PCR-NN: hex\" or \"PCR NN: hex\"", ErrPCRFile, n)
@@ -125,11 +121,7 @@ func AppendPCRFile(dst []byte, values [][]byte) []byte {
 // isPCRRead reports whether lines look like tpm2_pcrread output: the first
 // line that is not blank or a comment is a bank name and a colon.
 func isPCRRead(lines []string) bool {
-	for _, l := range lines {
-		l = strings.TrimSpace(l)
-		if l == "" || l[0] == '#' {
-			continue
-		}
+	for _, l := range contentLines(lines) {
 		name, rest, ok := strings.Cut(l, ":")
 		return ok && rest == "" && !strings.HasPrefix(strings.ToUpper(name), "PCR")
 	}
@@ -141,12 +133,7 @@ func parsePCRRead(lines []string, bank tpmext.Algorithm) (map[int][]byte, error)
 	out := map[int][]byte{}
 	var sections []string
 	in, found := false, false
-	for i, text := range lines {
-		n := i + 1
-		l := strings.TrimSpace(text)
-		if l == "" || l[0] == '#' {
-			continue
-		}
+	for n, l := range contentLines(lines) {
 		head, rest, ok := strings.Cut(l, ":")
 		rest = strings.TrimSpace(rest)
 		if !ok {
@@ -199,4 +186,20 @@ func parsePCRNumber(s string, n int) (int, error) {
 		return 0, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
 	}
 	return pcr, nil
+}
+
+// contentLines yields the number (from 1) and the trimmed text of each line
+// that is neither blank nor a '#' comment.
+func contentLines(lines []string) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		for i, text := range lines {
+			l := strings.TrimSpace(text)
+			if l == "" || l[0] == '#' {
+				continue
+			}
+			if !yield(i+1, l) {
+				return
+			}
+		}
+	}
 }
