@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,7 +24,10 @@ const tpmFlagHelp = "TPM: auto (the simulator when built with cgo, else software
 
 // openTPM opens the TPM named by spec (tpmext.Open's spelling, or "auto":
 // the simulator when this build has it, else software) with the given
-// banks, and says what it is.
+// banks, and says what it is. The simulated kernel boots next, so the TPM
+// is reset first (a host reboot) where the platform allows it: a swtpm
+// left extended by an earlier run starts from zero again. A device keeps
+// its PCRs.
 func openTPM(spec string, banks []tpmext.Algorithm) (tpmext.TPM, string, error) {
 	if spec == "auto" {
 		spec = "software"
@@ -33,6 +37,10 @@ func openTPM(spec string, banks []tpmext.Algorithm) (tpmext.TPM, string, error) 
 	}
 	tpm, err := tpmext.Open(spec, banks...)
 	if err != nil {
+		return nil, "", err
+	}
+	if err := tpm.Reset(); err != nil && !errors.Is(err, tpmext.ErrNoReset) {
+		tpm.Close()
 		return nil, "", err
 	}
 	what := "pure-Go software PCR banks"

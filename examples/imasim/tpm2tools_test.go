@@ -179,6 +179,16 @@ func TestExportQuoteOnSwtpm(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "quote of sha256 PCR 10")
 
+	// A second run on the same swtpm boots a new kernel: the TPM is reset
+	// first, so its log replays from zero to the new quote.
+	dir2 := t.TempDir()
+	code = run([]string{"export", "--dir", dir2, "--records", "50", "--seed", "9", "--banks", "sha1,sha256",
+		"--tpm", srv.Spec(), "--nonce", "abcdef", "-q"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	code, _, errOut = evCmd("verify", "--quote", filepath.Join(dir2, "quote.msg"), "--sig", filepath.Join(dir2, "quote.sig"),
+		"--ak-pub", filepath.Join(dir2, "ak.pub"), "--nonce", "abcdef", filepath.Join(dir2, "binary_runtime_measurements"))
+	require.Equal(t, 0, code, errOut)
+
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	free := l.Addr().String()
