@@ -32,6 +32,8 @@ func OpenDevice(path string, banks ...Algorithm) (*Transport, error) {
 //	                                swtpm TCTI of tpm2-tss
 //	device:PATH                     a Linux TPM device (OpenDevice), e.g.
 //	                                device:/dev/tpmrm0
+//
+// No kernel counterpart.
 func Open(spec string, banks ...Algorithm) (TPM, error) {
 	kind, rest, _ := strings.Cut(spec, ":")
 	switch kind {

@@ -43,6 +43,9 @@ const SwtpmTimeout = 60 * time.Second
 // CMD_GET_CAPABILITY, 11 its CMD_RESET_TPMESTABLISHED); so go-tpm's
 // transport/tcp and tpmutil/mssim, which send those, cannot drive swtpm's
 // control port, and tcp also reads the response with a single Read.
+//
+// No kernel counterpart (the kernel reaches swtpm through a virtual
+// device, e.g. QEMU's tpm-tis with a swtpm chardev).
 func OpenSwtpm(cmdAddr, ctrlAddr string, banks ...Algorithm) (*Transport, error) {
 	s := &swtpm{cmd: cmdAddr, ctrl: ctrlAddr}
 	// One round trip first, so that an address where nothing listens

@@ -25,6 +25,11 @@ import (
 // attestation key (a primary key, so the same key every time for the same
 // owner seed), quotes and flushes it. Other clients of the same TPM, such
 // as tpm2-tools on swtpm, can therefore use it in between.
+//
+// The kernel's TPM driver is the counterpart of Extend, send and
+// pcrAllocation, which name their C functions; the rest (quotes, resets,
+// the openers) has no kernel counterpart: it exists so that the simulated
+// kernel and real TPM clients can share one TPM.
 type Transport struct {
 	banks []Algorithm
 	what  string // "swtpm 127.0.0.1:2321", for errors
