@@ -16,7 +16,7 @@ import (
 type fixture struct {
 	t       testing.TB
 	q       *Queue
-	tpm     *tpmext.Software // nil in TPM-bypass fixtures
+	tpm     tpmext.TPM // nil in TPM-bypass fixtures
 	l       *template.Layout
 	history []*template.Entry
 	// added is the sum of sz(r) of the history, taken at add time (a
@@ -34,7 +34,7 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 
 // newFixtureWith builds a fixture with the given TPM (nil for TPM bypass,
 // which still gets a SHA-1 and SHA-256 layout) and byte order.
-func newFixtureWith(t testing.TB, cfg Config, tpm *tpmext.Software, o template.Order) *fixture {
+func newFixtureWith(t testing.TB, cfg Config, tpm tpmext.TPM, o template.Order) *fixture {
 	t.Helper()
 	banks := []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}
 	if tpm != nil {

@@ -122,7 +122,7 @@ type Queue struct {
 	// tpmErrors and lastTPMError record TPM extend failures, which the
 	// kernel only audits; protected by extendListMutex.
 	tpmErrors    int64
-	lastTPMError error
+	lastTPMError *TPMError
 
 	warnings []string // set at New, read-only afterwards
 
@@ -260,11 +260,36 @@ func (q *Queue) Add(e *template.Entry) error {
 		err = q.cfg.TPM.Extend(int(e.PCR), digests)
 	}
 	if err != nil {
-		q.tpmErrors++ // audit cause "TPM_error(<rc>)"
-		q.lastTPMError = err
+		q.tpmErrors++
+		q.lastTPMError = &TPMError{Result: tpmext.Result(err), PCR: int(e.PCR), Err: err}
 	}
 	return nil
 }
+
+// TPMError is a failed TPM extend of one record, which the kernel reports
+// with pr_err() and an audit record whose cause is "TPM_error(<result>)"
+// (Cause); the record stays in the list and the operation succeeds.
+//
+// Mirrors the tpmresult handling of
+// security/integrity/ima/ima_queue.c:ima_add_template_entry() and
+// ima_pcr_extend().
+type TPMError struct {
+	// Result is what tpm_pcr_extend() returned: the TPM's response code,
+	// or a negative errno when the command did not complete
+	// (tpmext.Result).
+	Result int
+	PCR    int
+	Err    error
+}
+
+// Cause is the audit cause: "TPM_error(<result>)".
+func (e *TPMError) Cause() string { return fmt.Sprintf("TPM_error(%d)", e.Result) }
+
+func (e *TPMError) Error() string {
+	return fmt.Sprintf("%s extending PCR %d: %v", e.Cause(), e.PCR, e.Err)
+}
+
+func (e *TPMError) Unwrap() error { return e.Err }
 
 // addDigestEntryLocked appends e to the current list, counts it, inserts it
 // in the hash table if asked, and grows the sizes.
@@ -348,11 +373,15 @@ func (q *Queue) BinaryRuntimeSize(c Counter) uint64 {
 }
 
 // TPMErrors returns how many TPM extends failed (the kernel audits
-// "TPM_error(<rc>)" and keeps the record) and the last error.
+// "TPM_error(<result>)" and keeps the record) and the last failure, a
+// *TPMError (nil if none).
 // No kernel counterpart beyond the audit record.
 func (q *Queue) TPMErrors() (int64, error) {
 	q.extendListMutex.Lock()
 	defer q.extendListMutex.Unlock()
+	if q.lastTPMError == nil {
+		return q.tpmErrors, nil
+	}
 	return q.tpmErrors, q.lastTPMError
 }
 

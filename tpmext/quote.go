@@ -2,7 +2,7 @@ package tpmext
 
 import (
 	"bytes"
-	"crypto/ecdsa"
+	"crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -17,14 +17,20 @@ type Selection struct {
 	PCRs []int
 }
 
-// Quote is a signed TPM2_Quote: the marshalled TPMS_ATTEST the TPM signed,
-// its ECDSA P-256/SHA-256 signature (ASN.1 DER), and the attestation key's
-// public part. Both back ends produce the same structure, so verifiers are
-// tested the same way with or without cgo.
+// Quote is a signed TPM2_Quote as the TPM returns it and tpm2-tools
+// stores it: the marshalled TPMS_ATTEST the TPM signed (tpm2_quote -m), the
+// marshalled TPMT_SIGNATURE (tpm2_quote -s), and the attestation key. Every
+// back end produces the same structure, so verifiers are tested the same
+// way with or without cgo, and tpm2_checkquote reads the files.
 type Quote struct {
 	Attest    []byte
 	Signature []byte
-	Key       *ecdsa.PublicKey
+	// Key is the attestation key's public key: *ecdsa.PublicKey or
+	// *rsa.PublicKey.
+	Key crypto.PublicKey
+	// Public is the key's TPM2B_PUBLIC (tpm2_createak -u … -f tss), when
+	// known.
+	Public []byte
 }
 
 // QuoteInfo is the content of a quote's TPMS_ATTEST that verifiers check.
@@ -75,17 +81,14 @@ func (q *Quote) Info() (*QuoteInfo, error) {
 	return &QuoteInfo{Nonce: att.ExtraData.Buffer, Selection: sel, PCRDigest: qi.PCRDigest.Buffer}, nil
 }
 
-// Check verifies, in pure Go, the quote's signature against its key, that
+// Check verifies, in pure Go, the quote's signature against its key
+// (ECDSA, RSASSA or RSAPSS over SHA-256), that
 // it carries nonce and that it covers exactly sel, and returns its content.
 // It does not look at the PCR digest: Verify compares it with expected
 // values, and a log verifier can replay a log until it matches.
 func (q *Quote) Check(nonce []byte, sel Selection) (*QuoteInfo, error) {
-	if q.Key == nil {
-		return nil, fmt.Errorf("%w: no key", ErrQuoteSignature)
-	}
-	h := sha256.Sum256(q.Attest)
-	if !ecdsa.VerifyASN1(q.Key, h[:], q.Signature) {
-		return nil, ErrQuoteSignature
+	if err := verifySignature(q.Key, q.Attest, q.Signature); err != nil {
+		return nil, err
 	}
 	info, err := q.Info()
 	if err != nil {

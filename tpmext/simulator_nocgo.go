@@ -6,8 +6,5 @@ package tpmext
 // (it needs cgo).
 const SimulatorAvailable = false
 
-// Simulator is unavailable without cgo; see ErrNoSimulator.
-type Simulator struct{ Software }
-
 // NewSimulator always fails without cgo.
 func NewSimulator(banks ...Algorithm) (*Simulator, error) { return nil, ErrNoSimulator }

@@ -147,12 +147,9 @@ func (s *Software) Quote(nonce []byte, sel Selection) (*Quote, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if s.key == nil {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		s.key = k
+	ak, err := s.akLocked()
+	if err != nil {
+		return nil, err
 	}
 	vals := make(map[int][]byte, len(sel.PCRs))
 	bank := s.bankIndex(sel.Alg)
@@ -176,11 +173,36 @@ func (s *Software) Quote(nonce []byte, sel Selection) (*Quote, error) {
 	}
 	attest := tpm2.Marshal(att)
 	h := sha256.Sum256(attest)
-	sig, err := ecdsa.SignASN1(rand.Reader, s.key, h[:])
+	r, sv, err := ecdsa.Sign(rand.Reader, s.key, h[:])
 	if err != nil {
 		return nil, err
 	}
-	return &Quote{Attest: attest, Signature: sig, Key: &s.key.PublicKey}, nil
+	return &Quote{Attest: attest, Signature: ecdsaSignature(r, sv), Key: ak.Key, Public: ak.Public}, nil
+}
+
+// AttestationKey returns the public part of the key Quote signs with.
+func (s *Software) AttestationKey() (*AttestationKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	return s.akLocked()
+}
+
+// akLocked creates the attestation key at first use and returns its public
+// part.
+//
+// Preconditions: s.mu is held.
+func (s *Software) akLocked() (*AttestationKey, error) {
+	if s.key == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		s.key = k
+	}
+	return &AttestationKey{Public: ecdsaPublic(&s.key.PublicKey), Key: &s.key.PublicKey}, nil
 }
 
 // Close releases the TPM.

@@ -4,10 +4,23 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"syscall"
+
+	"github.com/google/go-tpm/tpm2"
 )
 
-// ErrNoSimulator is returned by NewSimulator in builds without cgo.
-var ErrNoSimulator = errors.New("tpmext: the TPM simulator back end needs cgo (CGO_ENABLED=1, gcc and OpenSSL headers)")
+// Errors of NewSimulator.
+var (
+	// ErrNoSimulator is returned in builds without cgo.
+	ErrNoSimulator = errors.New("tpmext: the TPM simulator back end needs cgo (CGO_ENABLED=1, gcc and OpenSSL headers)")
+	// ErrSimulatorBusy is returned while another simulator is open in the
+	// process (the go-tpm-tools simulator is one per process); close it
+	// first.
+	ErrSimulatorBusy = errors.New("tpmext: a TPM simulator is already open in this process (there is one per process); close it first")
+)
+
+// Simulator is the Transport of the go-tpm-tools simulator (NewSimulator).
+type Simulator = Transport
 
 // NumPCRs is the number of PCRs in every bank (TPM 2.0 PC Client profile).
 const NumPCRs = 24
@@ -133,4 +146,27 @@ func containsAlg(banks []Algorithm, a Algorithm) bool {
 // is extended. It is the oracle both back ends are compared against.
 func ExtendValue(alg Algorithm, old, digest []byte) []byte {
 	return alg.Sum(old, digest)
+}
+
+// Result returns what the kernel's tpm_pcr_extend() returns for the outcome
+// err of a TPM command: 0 for success, the TPM's response code for an
+// error the TPM answered, and a negative errno when the command did not
+// complete (the errno of the failure when there is one, else -EIO).
+//
+// Mirrors drivers/char/tpm/tpm-interface.c:tpm_transmit_cmd(), which
+// returns the response header's return_code, and tpm_try_transmit(),
+// whose failures are negative errnos.
+func Result(err error) int {
+	if err == nil {
+		return 0
+	}
+	var rc tpm2.TPMRC
+	if errors.As(err, &rc) {
+		return int(rc)
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return -int(errno)
+	}
+	return -int(syscall.EIO)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,30 +19,41 @@ func init() {
 	commands["demo"] = command{"measure, stage both ways, kexec between A and D, verify against PCR 10", runDemo}
 }
 
-// openTPM returns the TPM back end named by kind: "simulator" (needs cgo),
-// "software", or "auto" (the simulator when this build has it).
-func openTPM(kind string, banks []tpmext.Algorithm) (tpmext.TPM, string, error) {
-	if kind == "auto" {
-		kind = "software"
+// tpmFlagHelp describes --tpm for every command that opens a TPM.
+const tpmFlagHelp = "TPM: auto (the simulator when built with cgo, else software), software, simulator, swtpm:HOST:PORT[,ctrl=PORT] (swtpm over TCP; control port PORT+1 by default) or device:PATH (e.g. device:/dev/tpmrm0)"
+
+// openTPM opens the TPM named by spec (tpmext.Open's spelling, or "auto":
+// the simulator when this build has it, else software) with the given
+// banks, and says what it is. The simulated kernel boots next, so the TPM
+// is reset first (a host reboot) where the platform allows it: a swtpm
+// left extended by an earlier run starts from zero again. A device keeps
+// its PCRs.
+func openTPM(spec string, banks []tpmext.Algorithm) (tpmext.TPM, string, error) {
+	if spec == "auto" {
+		spec = "software"
 		if tpmext.SimulatorAvailable {
-			kind = "simulator"
+			spec = "simulator"
 		}
 	}
-	switch kind {
-	case "simulator":
-		s, err := tpmext.NewSimulator(banks...)
-		return s, "go-tpm-tools TPM 2.0 simulator", err
-	case "software":
-		s, err := tpmext.NewSoftware(banks...)
-		return s, "pure-Go software PCR banks", err
+	tpm, err := tpmext.Open(spec, banks...)
+	if err != nil {
+		return nil, "", err
 	}
-	return nil, "", fmt.Errorf("unknown TPM back end %q (want auto, simulator or software)", kind)
+	if err := tpm.Reset(); err != nil && !errors.Is(err, tpmext.ErrNoReset) {
+		tpm.Close()
+		return nil, "", err
+	}
+	what := "pure-Go software PCR banks"
+	if t, ok := tpm.(*tpmext.Transport); ok {
+		what = t.String()
+	}
+	return tpm, what, nil
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	tpmKind := fs.String("tpm", "auto", "TPM back end: auto, simulator or software")
+	tpmKind := fs.String("tpm", "auto", tpmFlagHelp)
 	records := fs.Int("records", 425, "measurement events")
 	seed := fs.Int64("seed", 7, "workload seed")
 	if err := fs.Parse(args); err != nil {

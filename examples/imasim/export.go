@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +34,10 @@ and writes into D:
   pcrs-<alg>.txt
       PCR-00 to PCR-23 of each bank, read from the TPM at the end, in
       evmctl's --pcrs format
+  quote.msg, quote.sig, quote.nonce, ak.pub, ak.pem
+      a TPM2_Quote of PCR 10 (SHA-256 bank, else the first) with --nonce,
+      as tpm2_quote writes it (TPMS_ATTEST, TPMT_SIGNATURE), the nonce in
+      hex, and the attestation key as TPM2B_PUBLIC and PEM
   kernel/
       what the simulated kernel still holds: every securityfs file
   store/
@@ -44,6 +50,10 @@ Check it with evmctl:
   evmctl -v ima_measurement --ignore-violations \
       --pcrs sha1,D/pcrs-sha1.txt --pcrs sha256,D/pcrs-sha256.txt \
       D/binary_runtime_measurements
+and the quote with tpm2-tools and imasim:
+  tpm2_checkquote -u D/ak.pub -m D/quote.msg -s D/quote.sig -g sha256 -q $(cat D/quote.nonce)
+  imasim verify --quote D/quote.msg --sig D/quote.sig --ak-pub D/ak.pub \
+      --nonce $(cat D/quote.nonce) D/binary_runtime_measurements
 
 flags:
 `
@@ -62,8 +72,9 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	kexecAfter := fs.Int("kexec-after", 0, "kexec after K events (between A and D with --flavour prompt); 0: never")
 	flush := fs.Bool("flush", false, "boot with ima_flush_htable")
 	seed := fs.Int64("seed", 1, "workload seed")
-	tpmKind := fs.String("tpm", "software", "TPM back end: software, simulator or auto")
+	tpmKind := fs.String("tpm", "software", tpmFlagHelp)
 	quiet := fs.Bool("q", false, "print nothing but errors")
+	nonceHex := fs.String("nonce", "", "the quote's nonce in `HEX` (default: 20 random bytes)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -82,6 +93,15 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "imasim export:", err)
 		return 2
 	}
+	nonce, err := hex.DecodeString(*nonceHex)
+	if err != nil {
+		fmt.Fprintf(stderr, "imasim export: --nonce %q is not hex\n", *nonceHex)
+		return 2
+	}
+	if *nonceHex == "" {
+		nonce = make([]byte, 20)
+		rand.Read(nonce)
+	}
 	w := &workload{
 		Records: *records, Flavour: *flavour, StageEvery: *every, Banks: bankList,
 		Template: *tmpl, Violations: *violations, KexecAfter: *kexecAfter, Flush: *flush,
@@ -98,6 +118,9 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	defer w.tpm.Close()
 	defer w.coll.Close()
 	n, err := writeExport(*dir, w)
+	if err == nil {
+		_, err = writeQuote(*dir, w.tpm, nonce)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
 		return 1

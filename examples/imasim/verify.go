@@ -166,6 +166,8 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	first := fs.Int("first-record", 0, "LOG starts at this record of the list (a tail sent by an agent); needs --resume")
 	save := fs.String("save-state", "", "write the state reached (records replayed, every PCR of every bank) to `FILE` as JSON, for --resume")
 	workers := fs.Int("workers", 0, "hashing goroutines (0: one per CPU)")
+	var quote quoteFlags
+	quote.register(fs)
 	posArgs, err := parseArgs(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -181,7 +183,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	if len(posArgs) != 1 {
 		return usageErr("want exactly one LOG, got %d arguments", len(posArgs))
 	}
-	if len(pcrs) == 0 {
+	if len(pcrs) == 0 && !quote.given() {
 		return usageErr("no --pcrs ALG,FILE given")
 	}
 	opts, err := lf.options()
@@ -247,6 +249,18 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	var quoted []eventlog.QuoteDigest
+	var quoteSel tpmext.Selection
+	if quote.given() {
+		if quoted, quoteSel, err = quote.target(check); err != nil {
+			if errors.Is(err, errQuoteRejected) {
+				fmt.Fprintf(stderr, "imasim verify: %v\n", err)
+				return 1
+			}
+			return usageErr("%v", err)
+		}
+	}
+
 	name := posArgs[0]
 	in, err := openList(name)
 	if err != nil {
@@ -258,8 +272,8 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		return usageErr("%v", err)
 	}
 	var st *eventlog.State
-	if *prefix {
-		_, st, err = rd.ReplayUntil(eventlog.Target{PCRs: want}, ropts)
+	if *prefix || quote.given() {
+		_, st, err = rd.ReplayUntil(eventlog.Target{PCRs: want, Quotes: quoted}, ropts)
 	} else {
 		st, err = rd.Verify(want, ropts)
 	}
@@ -285,7 +299,9 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		banks = append(banks, p.alg.String())
 	}
 	what := fmt.Sprintf("%s PCR %s", strings.Join(banks, ", "), strings.Trim(strings.Join(strings.Fields(fmt.Sprint(check)), ","), "[]"))
-	if *prefix {
+	if quote.given() {
+		fmt.Fprintf(stdout, "%s: the quote of %v PCR %s (signature and nonce checked) covers N = %d records\n", name, quoteSel.Alg, strings.Trim(strings.Join(strings.Fields(fmt.Sprint(check)), ","), "[]"), st.Records)
+	} else if *prefix {
 		fmt.Fprintf(stdout, "%s: the values are reached after N = %d records (%s)\n", name, st.Records, what)
 	} else {
 		fmt.Fprintf(stdout, "%s: verified %d records (%s)\n", name, st.Records, what)

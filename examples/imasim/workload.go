@@ -30,7 +30,7 @@ type workload struct {
 	KexecAfter int // kexec after this many events (0: never); between A and D with "prompt"
 	Flush      bool
 	Seed       int64
-	TPMKind    string // "software", "simulator" or "auto"
+	TPMKind    string // a --tpm spec: "auto" or tpmext.Open's spelling
 	StoreDir   string
 
 	// Filled by run.
@@ -46,6 +46,8 @@ type workloadStats struct {
 	measured, duplicates, violations int
 	cycles, saved, stale             int
 	kexecs                           int
+	tpmErrors                        int64
+	lastTPMError                     error
 	peakKernelRecords                int64
 	peakKernelBytes                  uint64
 }
@@ -120,7 +122,20 @@ func (w *workload) run() error {
 			}
 		}
 	}
+	w.noteTPMErrors()
+	if w.stats.tpmErrors > 0 {
+		return fmt.Errorf("%d TPM extends failed (the kernel kept the records, audited the failure and did not extend PCR 10); the last: %v", w.stats.tpmErrors, w.stats.lastTPMError)
+	}
 	return nil
+}
+
+// noteTPMErrors adds the current kernel's failed extends to the stats.
+func (w *workload) noteTPMErrors() {
+	n, err := w.kernel.Queue().TPMErrors()
+	w.stats.tpmErrors += n
+	if err != nil {
+		w.stats.lastTPMError = err
+	}
 }
 
 // measure makes event i: a violation, a re-measurement of an earlier file
@@ -210,6 +225,7 @@ func (w *workload) kexec(root staging.Task) error {
 			return err
 		}
 	}
+	w.noteTPMErrors()
 	w.kernel = next
 	w.stats.kexecs++
 	w.logf("kexec into boot %s", next.BootID())

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,16 @@ var ErrPCRFile = errors.New("eventlog: malformed PCR file")
 // length is bank's digest size is taken. It is an error if no value, or
 // more than one differing value, has that length.
 //
+// It also reads the YAML that tpm2_pcrread (tpm2-tools) prints, which
+// names its banks:
+//
+//	sha256:
+//	  0 : 0x0000000000000000000000000000000000000000000000000000000000000000
+//	  10: 0x9BE6BAC02BF18D09D17E726C2DF00BCA4E8831EA9BE6BAC02BF18D09D17E726C
+//
+// Then the values of bank's section are taken, and a file without that
+// section is an error.
+//
 // Follows the parsing of ima-evm-utils src/evmctl.c:read_one_bank(), more
 // leniently (evmctl takes only PCR-00, PCR-01, ... in order).
 func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
@@ -44,24 +55,27 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 		line int
 		v    []byte
 	}
-	byPCR := map[int][]value{}
+	var lines []string
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 64<<10)
-	n := 0
 	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPCRFile, err)
+	}
+	if isPCRRead(lines) {
+		return parsePCRRead(lines, bank)
+	}
+	byPCR := map[int][]value{}
+	for n, line := range contentLines(lines) {
 		head, rest, ok := strings.Cut(line, ":")
 		if !ok || len(head) < 4 || !strings.EqualFold(head[:3], "PCR") || (head[3] != '-' && head[3] != ' ') {
 			return nil, fmt.Errorf("%w: line %d: want \"PCR-NN: hex\" or \"PCR NN: hex\"", ErrPCRFile, n)
 		}
-		num := strings.TrimSpace(head[4:])
-		pcr, err := strconv.Atoi(num)
-		if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
-			return nil, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+		pcr, err := parsePCRNumber(head[4:], n)
+		if err != nil {
+			return nil, err
 		}
 		h := strings.ReplaceAll(strings.TrimSpace(rest), " ", "")
 		v, err := hex.DecodeString(h)
@@ -69,9 +83,6 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 			return nil, fmt.Errorf("%w: line %d: PCR %d value is not hex", ErrPCRFile, n, pcr)
 		}
 		byPCR[pcr] = append(byPCR[pcr], value{n, v})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrPCRFile, err)
 	}
 	if len(byPCR) == 0 {
 		return nil, fmt.Errorf("%w: no PCR values", ErrPCRFile)
@@ -105,4 +116,90 @@ func AppendPCRFile(dst []byte, values [][]byte) []byte {
 		dst = fmt.Appendf(dst, "PCR-%02d: %x\n", i, v)
 	}
 	return dst
+}
+
+// isPCRRead reports whether lines look like tpm2_pcrread output: the first
+// line that is not blank or a comment is a bank name and a colon.
+func isPCRRead(lines []string) bool {
+	for _, l := range contentLines(lines) {
+		name, rest, ok := strings.Cut(l, ":")
+		return ok && rest == "" && !strings.HasPrefix(strings.ToUpper(name), "PCR")
+	}
+	return false
+}
+
+// parsePCRRead reads bank's section of tpm2_pcrread output.
+func parsePCRRead(lines []string, bank tpmext.Algorithm) (map[int][]byte, error) {
+	out := map[int][]byte{}
+	var sections []string
+	in, found := false, false
+	for n, l := range contentLines(lines) {
+		head, rest, ok := strings.Cut(l, ":")
+		rest = strings.TrimSpace(rest)
+		if !ok {
+			return nil, fmt.Errorf("%w: line %d: want \"BANK:\" or \"NN: 0xHEX\" (tpm2_pcrread output)", ErrPCRFile, n)
+		}
+		if rest == "" { // a bank
+			sections = append(sections, head)
+			alg, err := tpmext.ParseAlgorithm(head)
+			in = err == nil && alg == bank
+			found = found || in
+			continue
+		}
+		if len(sections) == 0 {
+			return nil, fmt.Errorf("%w: line %d: a PCR value before any bank", ErrPCRFile, n)
+		}
+		if !in {
+			continue
+		}
+		pcr, err := parsePCRNumber(head, n)
+		if err != nil {
+			return nil, err
+		}
+		h, ok := strings.CutPrefix(strings.ToLower(rest), "0x")
+		v, err := hex.DecodeString(h)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%w: line %d: PCR %d value is not 0x and hex", ErrPCRFile, n, pcr)
+		}
+		if len(v) != bank.Size() {
+			return nil, fmt.Errorf("%w: line %d: %v PCR %d value is %d bytes, want %d", ErrPCRFile, n, bank, pcr, len(v), bank.Size())
+		}
+		if _, dup := out[pcr]; dup {
+			return nil, fmt.Errorf("%w: line %d: %v PCR %d given twice", ErrPCRFile, n, bank, pcr)
+		}
+		out[pcr] = v
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: no %v bank in the tpm2_pcrread output (it has %s)", ErrPCRFile, bank, strings.Join(sections, ", "))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no PCR values in the %v bank", ErrPCRFile, bank)
+	}
+	return out, nil
+}
+
+// parsePCRNumber reads the PCR number of line n: one or two digits, 0 to 23.
+func parsePCRNumber(s string, n int) (int, error) {
+	num := strings.TrimSpace(s)
+	pcr, err := strconv.Atoi(num)
+	if err != nil || pcr < 0 || pcr >= tpmext.NumPCRs || len(num) > 2 {
+		return 0, fmt.Errorf("%w: line %d: PCR number %q not in 0-%d", ErrPCRFile, n, num, tpmext.NumPCRs-1)
+	}
+	return pcr, nil
+}
+
+// contentLines yields the number (from 1) and the trimmed text of each line
+// that is neither blank nor a '#' comment.
+func contentLines(lines []string) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		for i, text := range lines {
+			l := strings.TrimSpace(text)
+			if l == "" || l[0] == '#' {
+				continue
+			}
+			if !yield(i+1, l) {
+				return
+			}
+		}
+	}
 }
