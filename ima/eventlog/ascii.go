@@ -3,7 +3,6 @@ package eventlog
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -221,14 +220,10 @@ func (a *asciiParser) field(f template.FieldID, tok []byte) error {
 		if v, err = strconv.ParseUint(string(tok), 10, bits); err != nil {
 			return fmt.Errorf("%w: %v", ErrASCII, err)
 		}
-		bo := binary.AppendByteOrder(binary.LittleEndian)
-		if a.f.order == template.BigEndian {
-			bo = binary.BigEndian
-		}
 		if bits == 16 {
-			a.fbuf = bo.AppendUint16(a.fbuf, uint16(v))
+			a.fbuf = a.f.order.AppendUint16(a.fbuf, uint16(v))
 		} else {
-			a.fbuf = bo.AppendUint32(a.fbuf, uint32(v))
+			a.fbuf = a.f.order.AppendUint32(a.fbuf, uint32(v))
 		}
 	default: // d, sig, buf, modsig, evmsig, xattrlengths, xattrvalues
 		a.fbuf, err = appendHex(a.fbuf, tok)

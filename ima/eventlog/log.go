@@ -44,9 +44,9 @@ func ParseEventLog(data []byte, opts Options) (*EventLog, error) {
 	for pos < len(data) {
 		r, err := p.scan(data[pos:], index, off)
 		if err != nil {
-			var short *shortError
+			var short *template.ShortError
 			if errors.As(err, &short) {
-				err = short.truncated(index, off)
+				err = short.Truncated()
 			}
 			return nil, err
 		}

@@ -153,7 +153,7 @@ func (s *binarySource) fill(b *batch) error {
 			buf = s.read(regrow(buf, min(4*cap(buf), batchBytes)))
 		}
 		pos := 0
-		var short *shortError
+		var short *template.ShortError
 		for len(b.recs) < batchRecords && pos < len(buf) {
 			r, err := s.p.scan(buf[pos:], s.index, s.off)
 			if err != nil {
@@ -187,7 +187,7 @@ func (s *binarySource) fill(b *batch) error {
 			case len(buf) == 0:
 				s.err = io.EOF
 			default:
-				s.err = short.truncated(s.index, s.off)
+				s.err = short.Truncated()
 			}
 			return s.err
 		}
