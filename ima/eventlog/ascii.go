@@ -32,7 +32,9 @@ type asciiParser struct {
 	digest  [template.MaxDigestSize]byte
 	digests [1]tpmext.Digest
 	fields  [][]byte
+	scanned [][]byte // the fields of the scanned record
 	ends    []int
+	cols    []int // the column of each field
 	fbuf    []byte
 	render  []byte
 	entry   template.Entry
@@ -56,9 +58,13 @@ func newASCIIParser(f *format) *asciiParser {
 //   - iuid, igid: decimal as a u32, imode as a u16, in the list's order
 //     (ima_eventinodeuid_init() and ima_eventinodemode_init()).
 //
-// The rebuilt record is then rendered with template.Entry.AppendASCII and
-// must give the line back byte for byte; otherwise the line is refused with
-// ErrNotRebuildable. This is how Keylime's verifier rebuilds records
+// The fields must have lengths the kernel's init functions give them
+// (template.CheckFieldLengths: the "ima" template's d is exactly 20 bytes,
+// its n at most 255 characters, and so on). The rebuilt record is then
+// scanned as a binary record, and the record scanned (the one that is
+// hashed and verified) must be all of the rebuilt bytes and render with
+// template.Entry.AppendASCII to the line byte for byte; otherwise the line
+// is refused with ErrNotRebuildable, naming the line and column. This is how Keylime's verifier rebuilds records
 // (keylime/ima/ast.py), extended to every template the kernel has.
 func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recInfo, error) {
 	fail := func(col int, err error) ([]byte, recInfo, error) {
@@ -123,6 +129,7 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 	nf := desc.NumFields()
 	a.fbuf = a.fbuf[:0]
 	a.ends = a.ends[:0]
+	a.cols = a.cols[:0]
 	for k := 0; k < nf; k++ {
 		if i >= len(line) || line[i] != ' ' {
 			return fail(i, fmt.Errorf("%w: the line has %d fields, template %s has %d", ErrNotRebuildable, k, desc, nf))
@@ -136,6 +143,7 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 			return fail(i, fmt.Errorf("field %d (%s): %w", k, desc.Field(k), err))
 		}
 		a.ends = append(a.ends, len(a.fbuf))
+		a.cols = append(a.cols, i)
 		i += j
 	}
 	if i != len(line) {
@@ -147,27 +155,24 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 		a.fields = append(a.fields, a.fbuf[start:end:end])
 		start = end
 	}
+	// notRebuildable names the line and column, counted from 1.
+	notRebuildable := func(col int, err error) ([]byte, recInfo, error) {
+		return fail(col, fmt.Errorf("%w: line %d, column %d: %w", ErrNotRebuildable, index-a.f.firstIndex+1, col+1, err))
+	}
+	if k, err := template.CheckFieldLengths(desc, a.fields); err != nil {
+		return notRebuildable(a.cols[k], err)
+	}
 
 	e := &a.entry
 	a.digests[0] = tpmext.Digest{Alg: a.f.col, Value: a.digest[:ds]}
 	*e = template.Entry{PCR: uint32(pcr), Desc: desc, Fields: a.fields, Digests: a.digests[:]}
-	a.render, err = e.AppendASCII(a.render[:0], 0, a.f.order)
-	if err != nil {
-		return fail(0, fmt.Errorf("%w: %v", ErrNotRebuildable, err))
-	}
-	if len(a.render) != len(line)+1 || !bytes.Equal(a.render[:len(line)], line) {
-		col := 0
-		for col < len(line) && col < len(a.render) && line[col] == a.render[col] {
-			col++
-		}
-		return fail(col, fmt.Errorf("%w: the rebuilt record renders differently from column %d on", ErrNotRebuildable, col))
-	}
 	recStart := len(dst)
 	dst, err = e.AppendBinary(dst, 0, a.f.order)
 	if err != nil {
 		return fail(0, fmt.Errorf("%w: %v", ErrNotRebuildable, err))
 	}
-	r, err := a.p.scan(dst[recStart:], index, off)
+	rec := dst[recStart:]
+	r, err := a.p.scan(rec, index, off)
 	if err != nil {
 		// Only limits the binary form has (name length, the ima n
 		// field, the PCR range) can fail here; report them at the line.
@@ -178,12 +183,44 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 		}
 		return fail(0, fmt.Errorf("%w: %v", ErrNotRebuildable, err))
 	}
+	// The record that is verified is the one scanned: it must be all of
+	// the rebuilt bytes and render back to the line byte for byte.
+	if r.end != len(rec) {
+		return notRebuildable(0, fmt.Errorf("the rebuilt record of %d bytes scans as one of %d", len(rec), r.end))
+	}
+	if col := a.renderScanned(rec, line); col >= 0 {
+		return notRebuildable(col, errors.New("the scanned record renders differently from here on"))
+	}
 	r.start += recStart
 	r.end += recStart
 	r.data += recStart
 	r.off = off
 	r.next = off + int64(len(line)) + 1
 	return dst, r, nil
+}
+
+// renderScanned renders the record just scanned (rec, framed in a.p.f) as
+// an ASCII line and returns the first column where it differs from line,
+// or -1 if it is line byte for byte.
+func (a *asciiParser) renderScanned(rec, line []byte) int {
+	f := &a.p.f
+	a.scanned = a.scanned[:0]
+	for _, s := range f.Fields[:f.NumFields] {
+		a.scanned = append(a.scanned, s.In(rec)) // the ima n without NUL renders the same
+	}
+	a.digests[0].Value = f.Digest.In(rec)
+	e := &a.entry
+	*e = template.Entry{PCR: f.PCR, Desc: f.Desc, Fields: a.scanned, Digests: a.digests[:]}
+	var err error
+	a.render, err = e.AppendASCII(a.render[:0], 0, a.f.order)
+	if err == nil && len(a.render) == len(line)+1 && bytes.Equal(a.render[:len(line)], line) {
+		return -1
+	}
+	col := 0
+	for col < len(line) && col < len(a.render) && line[col] == a.render[col] {
+		col++
+	}
+	return col
 }
 
 // field appends the stored bytes of field f rendered as tok: the inverse
