@@ -300,16 +300,24 @@ func newASCIISource(r io.Reader, f *format) *asciiSource {
 }
 
 // readLine returns the next line with its newline (without one at the end
-// of the input), valid until the next call.
+// of the input), valid until the next call. A line longer than
+// MaxLineLen is an error, found without holding more than that.
 func (s *asciiSource) readLine() ([]byte, error) {
 	line, err := s.br.ReadSlice('\n')
 	if err != bufio.ErrBufferFull {
 		return line, err
 	}
+	limit := MaxLineLen(s.a.f.dataLimit)
 	s.long = append(s.long[:0], line...)
 	for err == bufio.ErrBufferFull {
+		if len(s.long) > limit {
+			return nil, errLineTooLong(s.index, s.off, s.a.f.firstIndex, limit)
+		}
 		line, err = s.br.ReadSlice('\n')
 		s.long = append(s.long, line...)
+	}
+	if len(s.long) > limit+1 {
+		return nil, errLineTooLong(s.index, s.off, s.a.f.firstIndex, limit)
 	}
 	return s.long, err
 }
@@ -325,6 +333,11 @@ func (s *asciiSource) fill(b *batch) error {
 	b.first = s.index
 	for len(b.recs) < batchRecords && len(b.buf) < batchBytes {
 		line, err := s.readLine()
+		var de *template.DecodeError
+		if errors.As(err, &de) {
+			s.err = err
+			break
+		}
 		if err != nil {
 			switch {
 			case err == io.EOF && len(line) == 0:
