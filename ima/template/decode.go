@@ -186,8 +186,9 @@ func Split(data []byte, opts DecodeOptions) ([][]byte, error) {
 }
 
 // Decoder reads a binary measurement list from a stream one record at a
-// time, holding only the current record (at most opts.MaxRecordLen bytes,
-// and no more than the bytes that arrived).
+// time, holding only the current record: no more than the bytes that
+// arrived, and (outside Restore) no more than a record with
+// DecodeOptions.MaxDataLen of template data.
 type Decoder struct {
 	s     *Scanner
 	r     io.Reader
@@ -259,14 +260,21 @@ func (d *Decoder) read() {
 		d.buf = d.buf[:copy(d.buf, d.buf[d.pos:])]
 	}
 	d.pos = 0
-	n, err := d.r.Read(d.buf[len(d.buf):cap(d.buf)])
-	d.buf = d.buf[:len(d.buf)+n]
-	switch {
-	case err == io.EOF:
-		d.eof = true
-	case err != nil:
-		d.rerr = err
+	for range 100 { // as bufio.Reader: a reader that keeps giving nothing fails
+		n, err := d.r.Read(d.buf[len(d.buf):cap(d.buf)])
+		d.buf = d.buf[:len(d.buf)+n]
+		switch {
+		case err == io.EOF:
+			d.eof = true
+			return
+		case err != nil:
+			d.rerr = err
+			return
+		case n > 0:
+			return
+		}
 	}
+	d.rerr = io.ErrNoProgress
 }
 
 // Index returns the number of records returned so far.

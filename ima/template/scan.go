@@ -24,16 +24,6 @@ import (
 // the kernel.
 const MaxTemplateDataLen = 16 << 20
 
-// MaxRecordLen returns the largest binary record the options accept: the
-// PCR, the digest column, the name with its length, and either the
-// template data with its length or the "ima" template's d, n length and n.
-// A reader that holds one record at a time needs no more memory than this.
-// (For Restore the record is bounded by the buffer only.)
-func (o *DecodeOptions) MaxRecordLen() int {
-	fixed := 4 + o.DigestSize + 4 + o.nameLimit() + 4
-	return fixed + max(o.dataLimit(), sha1Size+MaxEventNameLen)
-}
-
 // Span is a run of bytes of one record: Off bytes after the record's
 // first byte, Len bytes long.
 type Span struct{ Off, Len int }
