@@ -1,7 +1,6 @@
 package eventlog
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
@@ -157,7 +156,8 @@ func (s *binarySource) fill(b *batch) error {
 		for len(b.recs) < batchRecords && pos < len(buf) {
 			r, err := s.p.scan(buf[pos:], s.index, s.off)
 			if err != nil {
-				if errors.As(err, &short) {
+				var ok bool
+				if short, ok = err.(*template.ShortError); ok {
 					break
 				}
 				s.err = err
