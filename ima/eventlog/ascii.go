@@ -53,7 +53,8 @@ func newASCIIParser(f *format) *asciiParser {
 //
 //   - d, sig, buf, modsig, evmsig, xattrlengths, xattrvalues: hex;
 //   - d-ng, d-ngv2, d-modsig: "<prefix>:" and hex become "<prefix>:" NUL
-//     and the bytes (a field without ':' is hex);
+//     and the bytes (a field without ':' is read as hex, and then refused
+//     by the length check below, as the kernel never writes one);
 //   - n, n-ng: the text and a NUL; xattrnames the same unless empty;
 //   - iuid, igid: decimal as a u32, imode as a u16, in the list's order
 //     (ima_eventinodeuid_init() and ima_eventinodemode_init()).
