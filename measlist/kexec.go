@@ -2,10 +2,8 @@ package measlist
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"syscall"
 
@@ -131,10 +129,10 @@ func (q *Queue) DumpKexec(segmentSize uint64) ([]byte, error) {
 	}
 	o := q.layout.Order()
 	hdr := make([]byte, 0, KexecHeaderSize)
-	hdr = appendU16(hdr, o, 1) // version
+	hdr = o.AppendUint16(hdr, 1) // version
 	hdr = append(hdr, 0, 0, 0, 0, 0, 0)
-	hdr = appendU64(hdr, o, uint64(s.count))
-	hdr = appendU64(hdr, o, count)
+	hdr = o.AppendUint64(hdr, uint64(s.count))
+	hdr = o.AppendUint64(hdr, count)
 	copy(s.buf, hdr)
 	return s.buf[:s.count], err
 }
@@ -148,34 +146,6 @@ func (q *Queue) showBinarySHA1(rec []byte, e *template.Entry, s *seqBuf) ([]byte
 		s.write(rec)
 	}
 	return rec, err
-}
-
-func appendU16(b []byte, o template.Order, v uint16) []byte {
-	if o == template.BigEndian {
-		return binary.BigEndian.AppendUint16(b, v)
-	}
-	return binary.LittleEndian.AppendUint16(b, v)
-}
-
-func appendU64(b []byte, o template.Order, v uint64) []byte {
-	if o == template.BigEndian {
-		return binary.BigEndian.AppendUint64(b, v)
-	}
-	return binary.LittleEndian.AppendUint64(b, v)
-}
-
-func readU16(b []byte, o template.Order) uint16 {
-	if o == template.BigEndian {
-		return binary.BigEndian.Uint16(b)
-	}
-	return binary.LittleEndian.Uint16(b)
-}
-
-func readU64(b []byte, o template.Order) uint64 {
-	if o == template.BigEndian {
-		return binary.BigEndian.Uint64(b)
-	}
-	return binary.LittleEndian.Uint64(b)
 }
 
 // RestoreResult reports what RestoreKexec did.
@@ -213,11 +183,11 @@ func (q *Queue) RestoreKexec(buf []byte) (RestoreResult, error) {
 		return res, nil
 	}
 	o := q.layout.Order()
-	if v := readU16(buf, o); v != 1 {
+	if v := o.Uint16(buf); v != 1 {
 		return res, fmt.Errorf("measlist: kexec buffer version %d: %w", v, syscall.EINVAL)
 	}
-	size := readU64(buf[8:], o)
-	count := readU64(buf[16:], o)
+	size := o.Uint64(buf[8:])
+	count := o.Uint64(buf[16:])
 	if count > math.MaxUint64-1 {
 		return res, fmt.Errorf("measlist: kexec buffer claims %d records: %w", count, syscall.EINVAL)
 	}
@@ -227,71 +197,40 @@ func (q *Queue) RestoreKexec(buf []byte) (RestoreResult, error) {
 	if size < KexecHeaderSize {
 		return res, nil // bufp < bufendp fails at once
 	}
-	body := bytes.NewReader(buf[KexecHeaderSize:size])
-	dec, err := template.NewDecoder(body, template.DecodeOptions{Order: o, DigestSize: 20, Restore: true})
+	sc, err := template.NewScanner(template.DecodeOptions{Order: o, DigestSize: 20, Restore: true})
 	if err != nil {
 		return res, err
 	}
-	for read := uint64(0); dec.Offset() < int64(size-KexecHeaderSize) && read < count; {
+	var f template.Frame
+	body := buf[KexecHeaderSize:size]
+	for pos, read := 0, uint64(0); pos < len(body) && read < count; pos += f.Len {
 		read++
-		at := dec.Offset()
-		rec, err := dec.Next()
-		if errors.Is(err, template.ErrUnknownTemplate) {
-			// ima_parse_buf() has read the whole record before the name
-			// is looked up: broken framing is EINVAL, not a stop.
-			if !restoreFramed(buf[KexecHeaderSize+at:size], o, read == count) {
-				return res, fmt.Errorf("measlist: restoring kexec record %d: %v, and the record is malformed: %w", dec.Index(), err, syscall.EINVAL)
-			}
+		index := int(read - 1)
+		err := sc.Scan(body[pos:], index, KexecHeaderSize+int64(pos), &f)
+		var short *template.ShortError
+		switch {
+		case errors.As(err, &short):
+			return res, fmt.Errorf("measlist: restoring kexec record: %v: %w", short.Truncated(), syscall.EINVAL)
+		case err != nil && !errors.Is(err, template.ErrUnknownTemplate):
+			return res, fmt.Errorf("measlist: restoring kexec record: %v: %w", err, syscall.EINVAL)
+		case read == count && f.Len != len(body)-pos:
+			// ENFORCE_BUFEND on the header of the last counted record,
+			// before its name is looked at.
+			return res, fmt.Errorf("measlist: kexec record %d ends at offset %d, buffer_size is %d: %w",
+				index, KexecHeaderSize+pos+f.Len, size, syscall.EINVAL)
+		case err != nil:
+			// restore_template_fmt() failed: the loop breaks with the
+			// previous, successful return value.
 			res.Stopped = err
 			return res, nil
 		}
-		if err != nil {
-			if err == io.EOF {
-				return res, nil
-			}
-			return res, fmt.Errorf("measlist: restoring kexec record: %v: %w", err, syscall.EINVAL)
-		}
-		if read == count && dec.Offset() != int64(size-KexecHeaderSize) {
-			// ENFORCE_BUFEND on the last counted record.
-			return res, fmt.Errorf("measlist: kexec record %d ends at offset %d, buffer_size is %d: %w",
-				dec.Index()-1, KexecHeaderSize+dec.Offset(), size, syscall.EINVAL)
-		}
+		rec := f.Entry(bytes.Clone(body[pos:pos+f.Len]), 0)
 		e, err := q.layout.RestoreEntry(rec)
 		if err != nil {
-			return res, fmt.Errorf("measlist: restoring kexec record %d: %v: %w", dec.Index()-1, err, syscall.EINVAL)
+			return res, fmt.Errorf("measlist: restoring kexec record %d: %v: %w", index, err, syscall.EINVAL)
 		}
 		q.RestoreEntry(e)
 		res.Restored++
 	}
 	return res, nil
-}
-
-// restoreFramed reports whether b starts with a whole kexec record as
-// ima_parse_buf() reads it in ima_restore_measurement_list(): pcr (4),
-// digest (20), then the length-prefixed template name and template data,
-// all within b, and for the last counted record (ENFORCE_BUFEND) ending
-// exactly at b's end.
-func restoreFramed(b []byte, o template.Order, last bool) bool {
-	if len(b) < 4+20 {
-		return false
-	}
-	b = b[4+20:]
-	for range 2 { // template name, template data
-		if len(b) < 4 {
-			return false
-		}
-		n := uint64(readU32(b, o))
-		if n > uint64(len(b)-4) {
-			return false
-		}
-		b = b[4+n:]
-	}
-	return !last || len(b) == 0
-}
-
-func readU32(b []byte, o template.Order) uint32 {
-	if o == template.BigEndian {
-		return binary.BigEndian.Uint32(b)
-	}
-	return binary.LittleEndian.Uint32(b)
 }

@@ -351,10 +351,10 @@ func TestKexecAfterPartialDeleteWhileStaged(t *testing.T) {
 // the given count; the buffer size is the dump's length.
 func dumpOf(t *testing.T, l *template.Layout, count uint64, records []byte) []byte {
 	t.Helper()
-	hdr := appendU16(nil, l.Order(), 1)
+	hdr := l.Order().AppendUint16(nil, 1)
 	hdr = append(hdr, 0, 0, 0, 0, 0, 0)
-	hdr = appendU64(hdr, l.Order(), uint64(KexecHeaderSize+len(records)))
-	hdr = appendU64(hdr, l.Order(), count)
+	hdr = l.Order().AppendUint64(hdr, uint64(KexecHeaderSize+len(records)))
+	hdr = l.Order().AppendUint64(hdr, count)
 	return append(hdr, records...)
 }
 

@@ -33,7 +33,9 @@ input), and writes it to standard output:
 
 A malformed record stops the output; the error goes to stderr with the
 record's index (from 0) and byte offset, and the exit status is 1 (2 for
-usage errors).
+usage errors). A record with more than 16 MiB of template data, or an
+ASCII line over 32 MiB + 1 KiB, is malformed (the cap that bounds memory;
+see imasim verify -h).
 
 Examples:
   imasim parse /sys/kernel/security/ima/binary_runtime_measurements

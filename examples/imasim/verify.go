@@ -32,6 +32,11 @@ and checks that the whole list ends exactly at the values in the files:
     value. A list with records appended after the point where the values
     match fails (evmctl ima_measurement passes it).
 
+A record may hold at most 16 MiB of template data and an ASCII line at
+most 32 MiB + 1 KiB (template.MaxTemplateDataLen, eventlog.MaxLineLen):
+larger ones are refused at their length field, so memory stays bounded
+whatever LOG claims.
+
 Exit status: 0 when LOG verifies; 1 when it does not, with one line on
 stderr naming the first problem and its record index (from 0) and byte
 offset; 2 for usage errors, an unreadable LOG, unreadable or malformed PCR
@@ -165,7 +170,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	resume := fs.String("resume", "", "start from the state saved in `FILE` by --save-state (LOG holds the whole list, or starts at the state's record with --first-record)")
 	first := fs.Int("first-record", 0, "LOG starts at this record of the list (a tail sent by an agent); needs --resume")
 	save := fs.String("save-state", "", "write the state reached (records replayed, every PCR of every bank) to `FILE` as JSON, for --resume")
-	workers := fs.Int("workers", 0, "hashing goroutines (0: one per CPU)")
+	workers := fs.Int("workers", 0, "hashing goroutines (0: one per CPU; more than the number of CPUs is clamped to it)")
 	var quote quoteFlags
 	quote.register(fs)
 	posArgs, err := parseArgs(fs, args)

@@ -3,7 +3,6 @@ package eventlog
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,7 +32,9 @@ type asciiParser struct {
 	digest  [template.MaxDigestSize]byte
 	digests [1]tpmext.Digest
 	fields  [][]byte
+	scanned [][]byte // the fields of the scanned record
 	ends    []int
+	cols    []int // the column of each field
 	fbuf    []byte
 	render  []byte
 	entry   template.Entry
@@ -52,14 +53,19 @@ func newASCIIParser(f *format) *asciiParser {
 //
 //   - d, sig, buf, modsig, evmsig, xattrlengths, xattrvalues: hex;
 //   - d-ng, d-ngv2, d-modsig: "<prefix>:" and hex become "<prefix>:" NUL
-//     and the bytes (a field without ':' is hex);
+//     and the bytes (a field without ':' is read as hex, and then refused
+//     by the length check below, as the kernel never writes one);
 //   - n, n-ng: the text and a NUL; xattrnames the same unless empty;
 //   - iuid, igid: decimal as a u32, imode as a u16, in the list's order
 //     (ima_eventinodeuid_init() and ima_eventinodemode_init()).
 //
-// The rebuilt record is then rendered with template.Entry.AppendASCII and
-// must give the line back byte for byte; otherwise the line is refused with
-// ErrNotRebuildable. This is how Keylime's verifier rebuilds records
+// The fields must have lengths the kernel's init functions give them
+// (template.CheckFieldLengths: the "ima" template's d is exactly 20 bytes,
+// its n at most 255 characters, and so on). The rebuilt record is then
+// scanned as a binary record, and the record scanned (the one that is
+// hashed and verified) must be all of the rebuilt bytes and render with
+// template.Entry.AppendASCII to the line byte for byte; otherwise the line
+// is refused with ErrNotRebuildable, naming the line and column. This is how Keylime's verifier rebuilds records
 // (keylime/ima/ast.py), extended to every template the kernel has.
 func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recInfo, error) {
 	fail := func(col int, err error) ([]byte, recInfo, error) {
@@ -124,6 +130,7 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 	nf := desc.NumFields()
 	a.fbuf = a.fbuf[:0]
 	a.ends = a.ends[:0]
+	a.cols = a.cols[:0]
 	for k := 0; k < nf; k++ {
 		if i >= len(line) || line[i] != ' ' {
 			return fail(i, fmt.Errorf("%w: the line has %d fields, template %s has %d", ErrNotRebuildable, k, desc, nf))
@@ -137,6 +144,7 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 			return fail(i, fmt.Errorf("field %d (%s): %w", k, desc.Field(k), err))
 		}
 		a.ends = append(a.ends, len(a.fbuf))
+		a.cols = append(a.cols, i)
 		i += j
 	}
 	if i != len(line) {
@@ -148,27 +156,24 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 		a.fields = append(a.fields, a.fbuf[start:end:end])
 		start = end
 	}
+	// notRebuildable names the line and column, counted from 1.
+	notRebuildable := func(col int, err error) ([]byte, recInfo, error) {
+		return fail(col, fmt.Errorf("%w: line %d, column %d: %w", ErrNotRebuildable, index-a.f.firstIndex+1, col+1, err))
+	}
+	if k, err := template.CheckFieldLengths(desc, a.fields); err != nil {
+		return notRebuildable(a.cols[k], err)
+	}
 
 	e := &a.entry
 	a.digests[0] = tpmext.Digest{Alg: a.f.col, Value: a.digest[:ds]}
 	*e = template.Entry{PCR: uint32(pcr), Desc: desc, Fields: a.fields, Digests: a.digests[:]}
-	a.render, err = e.AppendASCII(a.render[:0], 0, a.f.order)
-	if err != nil {
-		return fail(0, fmt.Errorf("%w: %v", ErrNotRebuildable, err))
-	}
-	if len(a.render) != len(line)+1 || !bytes.Equal(a.render[:len(line)], line) {
-		col := 0
-		for col < len(line) && col < len(a.render) && line[col] == a.render[col] {
-			col++
-		}
-		return fail(col, fmt.Errorf("%w: the rebuilt record renders differently from column %d on", ErrNotRebuildable, col))
-	}
 	recStart := len(dst)
 	dst, err = e.AppendBinary(dst, 0, a.f.order)
 	if err != nil {
 		return fail(0, fmt.Errorf("%w: %v", ErrNotRebuildable, err))
 	}
-	r, err := a.p.scan(dst[recStart:], index, off)
+	rec := dst[recStart:]
+	r, err := a.p.scan(rec, index, off)
 	if err != nil {
 		// Only limits the binary form has (name length, the ima n
 		// field, the PCR range) can fail here; report them at the line.
@@ -179,12 +184,44 @@ func (a *asciiParser) line(dst, line []byte, index int, off int64) ([]byte, recI
 		}
 		return fail(0, fmt.Errorf("%w: %v", ErrNotRebuildable, err))
 	}
+	// The record that is verified is the one scanned: it must be all of
+	// the rebuilt bytes and render back to the line byte for byte.
+	if r.end != len(rec) {
+		return notRebuildable(0, fmt.Errorf("the rebuilt record of %d bytes scans as one of %d", len(rec), r.end))
+	}
+	if col := a.renderScanned(rec, line); col >= 0 {
+		return notRebuildable(col, errors.New("the scanned record renders differently from here on"))
+	}
 	r.start += recStart
 	r.end += recStart
 	r.data += recStart
 	r.off = off
 	r.next = off + int64(len(line)) + 1
 	return dst, r, nil
+}
+
+// renderScanned renders the record just scanned (rec, framed in a.p.f) as
+// an ASCII line and returns the first column where it differs from line,
+// or -1 if it is line byte for byte.
+func (a *asciiParser) renderScanned(rec, line []byte) int {
+	f := &a.p.f
+	a.scanned = a.scanned[:0]
+	for _, s := range f.Fields[:f.NumFields] {
+		a.scanned = append(a.scanned, s.In(rec)) // the ima n without NUL renders the same
+	}
+	a.digests[0].Value = f.Digest.In(rec)
+	e := &a.entry
+	*e = template.Entry{PCR: f.PCR, Desc: f.Desc, Fields: a.scanned, Digests: a.digests[:]}
+	var err error
+	a.render, err = e.AppendASCII(a.render[:0], 0, a.f.order)
+	if err == nil && len(a.render) == len(line)+1 && bytes.Equal(a.render[:len(line)], line) {
+		return -1
+	}
+	col := 0
+	for col < len(line) && col < len(a.render) && line[col] == a.render[col] {
+		col++
+	}
+	return col
 }
 
 // field appends the stored bytes of field f rendered as tok: the inverse
@@ -221,14 +258,10 @@ func (a *asciiParser) field(f template.FieldID, tok []byte) error {
 		if v, err = strconv.ParseUint(string(tok), 10, bits); err != nil {
 			return fmt.Errorf("%w: %v", ErrASCII, err)
 		}
-		bo := binary.AppendByteOrder(binary.LittleEndian)
-		if a.f.order == template.BigEndian {
-			bo = binary.BigEndian
-		}
 		if bits == 16 {
-			a.fbuf = bo.AppendUint16(a.fbuf, uint16(v))
+			a.fbuf = a.f.order.AppendUint16(a.fbuf, uint16(v))
 		} else {
-			a.fbuf = bo.AppendUint32(a.fbuf, uint32(v))
+			a.fbuf = a.f.order.AppendUint32(a.fbuf, uint32(v))
 		}
 	default: // d, sig, buf, modsig, evmsig, xattrlengths, xattrvalues
 		a.fbuf, err = appendHex(a.fbuf, tok)
@@ -268,16 +301,24 @@ func newASCIISource(r io.Reader, f *format) *asciiSource {
 }
 
 // readLine returns the next line with its newline (without one at the end
-// of the input), valid until the next call.
+// of the input), valid until the next call. A line longer than
+// MaxLineLen is an error, found without holding more than that.
 func (s *asciiSource) readLine() ([]byte, error) {
 	line, err := s.br.ReadSlice('\n')
 	if err != bufio.ErrBufferFull {
 		return line, err
 	}
+	limit := MaxLineLen(s.a.f.dataLimit)
 	s.long = append(s.long[:0], line...)
 	for err == bufio.ErrBufferFull {
+		if len(s.long) > limit {
+			return nil, errLineTooLong(s.index, s.off, s.a.f.firstIndex, limit)
+		}
 		line, err = s.br.ReadSlice('\n')
 		s.long = append(s.long, line...)
+	}
+	if len(s.long) > limit+1 {
+		return nil, errLineTooLong(s.index, s.off, s.a.f.firstIndex, limit)
 	}
 	return s.long, err
 }
@@ -293,6 +334,11 @@ func (s *asciiSource) fill(b *batch) error {
 	b.first = s.index
 	for len(b.recs) < batchRecords && len(b.buf) < batchBytes {
 		line, err := s.readLine()
+		var de *template.DecodeError
+		if errors.As(err, &de) {
+			s.err = err
+			break
+		}
 		if err != nil {
 			switch {
 			case err == io.EOF && len(line) == 0:

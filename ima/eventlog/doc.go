@@ -112,8 +112,8 @@
 //
 // # Speed
 //
-// A replay is a pipeline: a producer parses batches of records in place
-// (no allocation per record), workers compute the template digests of
+// A replay is a pipeline: a producer frames batches of records in place
+// with template.Scanner (no allocation per record), workers compute the template digests of
 // whole batches on every core, one goroutine per bank extends that bank in
 // list order (a bank is a hash chain, but the banks are independent), and
 // the calling goroutine scans the records in order and decides. On a

@@ -395,10 +395,7 @@ func replay(f *format, src source, opts ReplayOptions, t *Target, m mode) (*Stat
 		}
 	}
 
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	workers := clampWorkers(opts.Workers)
 	if ls, ok := src.(*logSource); ok && len(ls.l.recs)-ls.next <= batchRecords {
 		workers = 1 // one batch: not worth the goroutines
 	}
@@ -501,6 +498,17 @@ func (rp *replayer) setTarget(t *Target) error {
 // run feeds src's batches through the pipeline until the source ends or
 // the coordinator stops. It returns the source's error (nil at the end of
 // the list or after a stop).
+// clampWorkers returns the number of hashing goroutines for
+// ReplayOptions.Workers n: GOMAXPROCS for 0 or less, and never more than
+// runtime.NumCPU(), since each worker keeps batches in flight (memory) and
+// more goroutines than cores hash no faster.
+func clampWorkers(n int) int {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return max(1, min(n, runtime.NumCPU()))
+}
+
 func (rp *replayer) run(src source, workers int) error {
 	e := rp.e
 	nbanks := len(rp.banks)

@@ -77,7 +77,10 @@ func renderASCII(t testing.TB, l *EventLog) []byte {
 // template.DecodeAll accepts (the same records, the same error at the same
 // place) except PCRs above 23; whatever parses re-encodes to the same
 // bytes, the Reader agrees with ParseEventLog, and a replay does not
-// panic.
+// panic. Both sides frame records with template.Scanner (whose
+// short/malformed split template.FuzzScan checks directly), so the
+// comparison checks what eventlog adds: positions, batches cut at any
+// byte, carried partial records, offsets and the PCR range.
 func FuzzBinary(f *testing.F) {
 	bin, _ := fuzzSeeds(f)
 	for _, s := range bin {

@@ -44,9 +44,9 @@ func ParseEventLog(data []byte, opts Options) (*EventLog, error) {
 	for pos < len(data) {
 		r, err := p.scan(data[pos:], index, off)
 		if err != nil {
-			var short *shortError
+			var short *template.ShortError
 			if errors.As(err, &short) {
-				err = short.truncated(index, off)
+				err = short.Truncated()
 			}
 			return nil, err
 		}
@@ -63,7 +63,11 @@ func (l *EventLog) parseASCII(text []byte) error {
 	a := newASCIIParser(l.f)
 	index, off := l.f.firstIndex, l.f.firstOff
 	for pos := 0; pos < len(text); {
-		nl := bytes.IndexByte(text[pos:], '\n')
+		limit := MaxLineLen(l.f.dataLimit)
+		nl := bytes.IndexByte(text[pos:min(len(text), pos+limit+1)], '\n')
+		if nl < 0 && len(text)-pos > limit {
+			return errLineTooLong(index, off, l.f.firstIndex, limit)
+		}
 		if nl < 0 {
 			return &template.DecodeError{Index: index, Offset: off + int64(len(text)-pos), RecordOffset: off,
 				Err: fmt.Errorf("%w: the last line has no newline", template.ErrTruncated)}

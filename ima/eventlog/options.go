@@ -38,6 +38,11 @@ type Options struct {
 	// MaxNameLen is the longest template name accepted; 0 means
 	// template.MaxNameLenEvmctl (255).
 	MaxNameLen int
+	// MaxDataLen is the largest template data a record may have; 0 means
+	// template.MaxTemplateDataLen (16 MiB; see there why). It also bounds
+	// an ASCII line, to MaxLineLen(MaxDataLen). No reader holds more than
+	// one record or line of this size at a time.
+	MaxDataLen int
 	// FirstIndex and FirstOffset number the first record of the input:
 	// set them when the input is the tail of a list (the records from
 	// FirstIndex on, starting at byte FirstOffset of the whole list), so
@@ -53,6 +58,7 @@ type format struct {
 	ds         int // 0 until an ASCII list's first line sets it
 	col        tpmext.Algorithm
 	nameLimit  int
+	dataLimit  int
 	firstIndex int
 	firstOff   int64
 }
@@ -82,6 +88,7 @@ func (o Options) check() (*format, error) {
 		ds:         o.DigestSize,
 		col:        o.ColumnAlg,
 		nameLimit:  o.MaxNameLen,
+		dataLimit:  o.MaxDataLen,
 		firstIndex: o.FirstIndex,
 		firstOff:   o.FirstOffset,
 	}
@@ -93,6 +100,12 @@ func (o Options) check() (*format, error) {
 	}
 	if f.nameLimit == 0 {
 		f.nameLimit = template.MaxNameLenEvmctl
+	}
+	if f.dataLimit < 0 {
+		return nil, fmt.Errorf("%w: negative data limit %d", ErrOptions, f.dataLimit)
+	}
+	if f.dataLimit == 0 {
+		f.dataLimit = template.MaxTemplateDataLen
 	}
 	if f.firstIndex < 0 || f.firstOff < 0 {
 		return nil, fmt.Errorf("%w: negative first index %d or offset %d", ErrOptions, f.firstIndex, f.firstOff)
@@ -134,11 +147,33 @@ func (f *format) setDigestSize(ds int) error {
 // decodeOptions returns the template package's options for this format's
 // binary records.
 func (f *format) decodeOptions() template.DecodeOptions {
-	return template.DecodeOptions{Order: f.order, DigestSize: f.ds, Alg: f.col, MaxNameLen: f.nameLimit}
+	return template.DecodeOptions{Order: f.order, DigestSize: f.ds, Alg: f.col, MaxNameLen: f.nameLimit, MaxDataLen: f.dataLimit}
+}
+
+// MaxLineLen returns the longest ascii_runtime_measurements line (without
+// its newline) accepted for records of at most maxDataLen bytes of template
+// data (0: template.MaxTemplateDataLen): the hex of that much data, which
+// no field's rendering exceeds, and 1024 bytes for the PCR, the digest, the
+// template name and the separators (at most 11+1+128+1+255+15).
+//
+// No kernel counterpart: the kernel's seq_file grows its buffer to any
+// line; this bounds what a reader holds for one line.
+func MaxLineLen(maxDataLen int) int {
+	if maxDataLen <= 0 {
+		maxDataLen = template.MaxTemplateDataLen
+	}
+	return 2*maxDataLen + 1024
+}
+
+// errLineTooLong is the error of a line over the cap: line index at byte
+// off of the text, of which more than limit bytes came without a newline.
+func errLineTooLong(index int, off int64, firstIndex, limit int) error {
+	return &template.DecodeError{Index: index, Offset: off + int64(limit), RecordOffset: off,
+		Err: fmt.Errorf("%w: line %d is longer than %d bytes (MaxLineLen for MaxDataLen)", ErrASCII, index-firstIndex+1, limit)}
 }
 
 // Options returns the options that read the binary encoding of this list
 // (the list itself for binary input, the rebuilt records for ASCII input).
 func (f *format) binaryOptions() Options {
-	return Options{Order: f.order, DigestSize: f.ds, ColumnAlg: f.col, MaxNameLen: f.nameLimit}
+	return Options{Order: f.order, DigestSize: f.ds, ColumnAlg: f.col, MaxNameLen: f.nameLimit, MaxDataLen: f.dataLimit}
 }

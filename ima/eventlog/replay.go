@@ -42,7 +42,9 @@ type ReplayOptions struct {
 	// Options.FirstIndex), but not after From.Records.
 	From *State
 	// Workers is the number of goroutines hashing template data; 0 means
-	// GOMAXPROCS. Extends run in order on the calling goroutine.
+	// GOMAXPROCS, and more than runtime.NumCPU() means NumCPU (each worker
+	// keeps batches in flight). Extends run in order on the calling
+	// goroutine.
 	Workers int
 }
 

@@ -1,7 +1,6 @@
 package eventlog
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
@@ -153,11 +152,12 @@ func (s *binarySource) fill(b *batch) error {
 			buf = s.read(regrow(buf, min(4*cap(buf), batchBytes)))
 		}
 		pos := 0
-		var short *shortError
+		var short *template.ShortError
 		for len(b.recs) < batchRecords && pos < len(buf) {
 			r, err := s.p.scan(buf[pos:], s.index, s.off)
 			if err != nil {
-				if errors.As(err, &short) {
+				var ok bool
+				if short, ok = err.(*template.ShortError); ok {
 					break
 				}
 				s.err = err
@@ -187,7 +187,7 @@ func (s *binarySource) fill(b *batch) error {
 			case len(buf) == 0:
 				s.err = io.EOF
 			default:
-				s.err = short.truncated(s.index, s.off)
+				s.err = short.Truncated()
 			}
 			return s.err
 		}

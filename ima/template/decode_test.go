@@ -119,6 +119,14 @@ func TestDecodeErrors(t *testing.T) {
 		return append(b, data...)
 	}
 	data := ng[dataAt:]
+	// framed returns a record named name with ng's template data, framed
+	// as a kexec restore reads every record.
+	framed := func(name string) []byte {
+		b := bytes.Clone(ng[:nameLenAt])
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(name)))
+		b = append(b, name...)
+		return append(b, ng[dataLenAt:]...)
+	}
 	tests := []struct {
 		name   string
 		rec    []byte
@@ -149,8 +157,14 @@ func TestDecodeErrors(t *testing.T) {
 		{"legacy: n over 255", patch(legacy, 51, 256), DecodeOptions{}, 51, ErrTemplateData, "ima n field length 256 exceeds 255"},
 		{"legacy: truncated n", legacy[:len(legacy)-1], DecodeOptions{}, 55, ErrTruncated, "ima n field needs"},
 		{"legacy: n with NUL", func() []byte { b := bytes.Clone(legacy); b[56] = 0; return b }(), DecodeOptions{}, 55, ErrTemplateData, "contains NUL"},
-		{"restore: ima refused", legacy, DecodeOptions{Restore: true}, 28, ErrUnsupportedTemplate, `"ima" cannot be restored`},
-		{"restore: name of 69 bytes", patch(ng, nameLenAt, 69), DecodeOptions{Restore: true}, nameLenAt, ErrNameTooLong, "length 69 exceeds 68"},
+		{"data length over the cap", patch(ng, dataLenAt, MaxTemplateDataLen+1), DecodeOptions{}, dataLenAt, ErrTemplateData, "exceeds the cap of 16777216 bytes"},
+		{"data length over a caller's cap", patch(ng, dataLenAt, uint32(dataLen+1)), DecodeOptions{MaxDataLen: dataLen}, dataLenAt, ErrTemplateData, "exceeds the cap"},
+		{"restore: ima refused", framed("ima"), DecodeOptions{Restore: true}, nameAt, ErrUnsupportedTemplate, `"ima" cannot be restored`},
+		// ima_parse_buf() frames the header generically before the name
+		// is looked at: the legacy layout reads d as a data length.
+		{"restore: legacy layout", legacy, DecodeOptions{Restore: true}, 35, ErrTruncated, "template data needs"},
+		{"restore: name of 69 bytes", framed(strings.Repeat("x", 69)), DecodeOptions{Restore: true}, nameLenAt, ErrNameTooLong, "length 69 exceeds 68"},
+		{"restore: name of 69 bytes, truncated", patch(ng, nameLenAt, 69), DecodeOptions{Restore: true}, nameLenAt + 4 + 69, ErrTruncated, "template data length needs 4 bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -282,24 +296,34 @@ func TestDecodeOptionsChecked(t *testing.T) {
 	}
 }
 
-// TestDecoderBoundedAllocation: a length field claiming 2 GiB costs the
+// TestDecoderBoundedAllocation: a length field claiming 2 GiB is refused
+// at the cap without reading on; with the cap raised past it, it costs the
 // stream decoder no more than the bytes that actually arrive.
 func TestDecoderBoundedAllocation(t *testing.T) {
 	ng := sampleRecords(t)[0]
 	rec := append(patch(ng, 34, 0x7fffff00), make([]byte, 1000)...)
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	dec, err := NewDecoder(bytes.NewReader(rec), DecodeOptions{DigestSize: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = dec.Next()
-	runtime.ReadMemStats(&after)
-	if !errors.Is(err, ErrTruncated) {
-		t.Fatalf("err = %v, want truncated", err)
-	}
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
-		t.Errorf("decoder allocated %d bytes for a %d-byte input", grew, len(rec))
+	for _, tc := range []struct {
+		opts DecodeOptions
+		is   error
+	}{
+		{DecodeOptions{DigestSize: 20}, ErrTemplateData},
+		{DecodeOptions{DigestSize: 20, MaxDataLen: 1 << 31}, ErrTruncated},
+		{DecodeOptions{DigestSize: 20, Restore: true}, ErrTruncated},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		dec, err := NewDecoder(bytes.NewReader(rec), tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = dec.Next()
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, tc.is) {
+			t.Fatalf("%+v: err = %v, want %v", tc.opts, err, tc.is)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+			t.Errorf("%+v: decoder allocated %d bytes for a %d-byte input", tc.opts, grew, len(rec))
+		}
 	}
 }
 

@@ -37,7 +37,12 @@
 // Layout.BufferEvent, Layout.BootAggregateEvent), filling every field of a
 // Descriptor and the template digest of every slot. Entry.AppendBinary and
 // Entry.AppendASCII render a record as the list file of one slot shows it;
-// DecodeAll and Decoder read binary lists back. Nothing here holds global
+// Scanner frames binary records in place without allocating, telling a
+// short record (read on) from a malformed one; it is the one parser of the
+// binary format, under DecodeAll, Split and Decoder here, the eventlog
+// package's sources and measlist's kexec restore. Template data over
+// MaxTemplateDataLen is refused, so a reader's memory is bounded whatever a
+// length field claims. Order is the one byte-order helper. Nothing here holds global
 // state: the kernel's lists of registered templates and its counters
 // belong to other packages.
 //

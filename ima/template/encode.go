@@ -35,22 +35,22 @@ func (e *Entry) AppendBinary(dst []byte, slot int, o Order) ([]byte, error) {
 		return dst, err
 	}
 	name := e.Desc.DisplayName()
-	dst = o.appendU32(dst, e.PCR)
+	dst = o.AppendUint32(dst, e.PCR)
 	dst = append(dst, digest...)
-	dst = o.appendU32(dst, uint32(len(name)))
+	dst = o.AppendUint32(dst, uint32(len(name)))
 	dst = append(dst, name...)
 	ima := name == imaName
 	if !ima {
-		dst = o.appendU32(dst, uint32(e.TemplateDataLen()))
+		dst = o.AppendUint32(dst, uint32(e.TemplateDataLen()))
 	}
 	for i, f := range e.Fields {
 		switch {
 		case ima && e.Desc.Field(i) == FieldD: // IMA_SHOW_BINARY_NO_FIELD_LEN
 		case ima && e.Desc.Field(i) == FieldN: // IMA_SHOW_BINARY_OLD_STRING_FMT
 			f = cString(f)
-			dst = o.appendU32(dst, uint32(len(f)))
+			dst = o.AppendUint32(dst, uint32(len(f)))
 		default:
-			dst = o.appendU32(dst, uint32(len(f)))
+			dst = o.AppendUint32(dst, uint32(len(f)))
 		}
 		dst = append(dst, f...)
 	}
@@ -154,11 +154,11 @@ func appendFieldASCII(dst []byte, f FieldID, data []byte, o Order) []byte {
 		case 1:
 			return strconv.AppendUint(dst, uint64(data[0]), 10)
 		case 2:
-			return strconv.AppendUint(dst, uint64(o.u16(data)), 10)
+			return strconv.AppendUint(dst, uint64(o.Uint16(data)), 10)
 		case 4:
-			return strconv.AppendUint(dst, uint64(o.u32(data)), 10)
+			return strconv.AppendUint(dst, uint64(o.Uint32(data)), 10)
 		case 8:
-			return strconv.AppendUint(dst, o.u64(data), 10)
+			return strconv.AppendUint(dst, o.Uint64(data), 10)
 		}
 	}
 	return dst

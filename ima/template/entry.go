@@ -77,7 +77,7 @@ func (e *Entry) appendHashInput(dst []byte, o Order) []byte {
 	ima := e.Desc.IsIMA()
 	for i, f := range e.Fields {
 		if !ima {
-			dst = o.appendU32(dst, uint32(len(f)))
+			dst = o.AppendUint32(dst, uint32(len(f)))
 			dst = append(dst, f...)
 			continue
 		}

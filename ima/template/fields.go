@@ -194,17 +194,17 @@ func (l *Layout) appendField(dst []byte, f FieldID, ev *Event) ([]byte, error) {
 		if ev.File == nil {
 			return dst, nil
 		}
-		return l.order.appendU32(dst, ev.File.UID), nil
+		return l.order.AppendUint32(dst, ev.File.UID), nil
 	case FieldIGID:
 		if ev.File == nil {
 			return dst, nil
 		}
-		return l.order.appendU32(dst, ev.File.GID), nil
+		return l.order.AppendUint32(dst, ev.File.GID), nil
 	case FieldIMode:
 		if ev.File == nil {
 			return dst, nil
 		}
-		return l.order.appendU16(dst, ev.File.Mode), nil
+		return l.order.AppendUint16(dst, ev.File.Mode), nil
 	case FieldXattrNames, FieldXattrLengths, FieldXattrValues:
 		if ev.File == nil {
 			return dst, nil
@@ -336,7 +336,7 @@ func (l *Layout) appendXattrs(dst []byte, f FieldID, xs []Xattr) []byte {
 			dst = append(dst, x.Name...)
 			dst = append(dst, 0)
 		case FieldXattrLengths:
-			dst = l.order.appendU32(dst, uint32(len(x.Value)))
+			dst = l.order.AppendUint32(dst, uint32(len(x.Value)))
 		case FieldXattrValues:
 			dst = append(dst, x.Value...)
 		}

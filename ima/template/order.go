@@ -30,35 +30,54 @@ func (o Order) String() string {
 	return "little-endian"
 }
 
-func (o Order) appendU32(dst []byte, v uint32) []byte {
-	if o == BigEndian {
-		return binary.BigEndian.AppendUint32(dst, v)
-	}
-	return binary.LittleEndian.AppendUint32(dst, v)
-}
+// The one byte-order helper of the module: every integer of a record, a
+// kexec header or a template field is read and written through these.
+// No kernel counterpart as such; they stand for the kernel's
+// cpu_to_le32()/le32_to_cpu() under ima_canonical_fmt (and plain CPU-order
+// access without it).
 
-func (o Order) appendU16(dst []byte, v uint16) []byte {
+// AppendUint16 appends v in order o.
+func (o Order) AppendUint16(dst []byte, v uint16) []byte {
 	if o == BigEndian {
 		return binary.BigEndian.AppendUint16(dst, v)
 	}
 	return binary.LittleEndian.AppendUint16(dst, v)
 }
 
-func (o Order) u16(b []byte) uint16 {
+// AppendUint32 appends v in order o.
+func (o Order) AppendUint32(dst []byte, v uint32) []byte {
+	if o == BigEndian {
+		return binary.BigEndian.AppendUint32(dst, v)
+	}
+	return binary.LittleEndian.AppendUint32(dst, v)
+}
+
+// AppendUint64 appends v in order o.
+func (o Order) AppendUint64(dst []byte, v uint64) []byte {
+	if o == BigEndian {
+		return binary.BigEndian.AppendUint64(dst, v)
+	}
+	return binary.LittleEndian.AppendUint64(dst, v)
+}
+
+// Uint16 reads the first 2 bytes of b in order o.
+func (o Order) Uint16(b []byte) uint16 {
 	if o == BigEndian {
 		return binary.BigEndian.Uint16(b)
 	}
 	return binary.LittleEndian.Uint16(b)
 }
 
-func (o Order) u32(b []byte) uint32 {
+// Uint32 reads the first 4 bytes of b in order o.
+func (o Order) Uint32(b []byte) uint32 {
 	if o == BigEndian {
 		return binary.BigEndian.Uint32(b)
 	}
 	return binary.LittleEndian.Uint32(b)
 }
 
-func (o Order) u64(b []byte) uint64 {
+// Uint64 reads the first 8 bytes of b in order o.
+func (o Order) Uint64(b []byte) uint64 {
 	if o == BigEndian {
 		return binary.BigEndian.Uint64(b)
 	}
