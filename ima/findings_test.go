@@ -177,6 +177,30 @@ func TestFindingRestoreStopsSilently(t *testing.T) {
 	require.Equal(t, 6, res.Restored)
 }
 
+type fileOpen struct {
+	name string
+	flag int
+}
+
+// exactWriter boots a kernel-exact kernel with three measurements and opens
+// the files named, with their flags, as one writer task (the first open
+// takes the writer lock, the others are the same task's extra opens).
+func exactWriter(t *testing.T, opens ...fileOpen) (*Kernel, []staging.File) {
+	t.Helper()
+	k := mustNew(t, Config{TPM: newSoftware(t, twoBanks...), HashAlgo: "sha256", Staging: true,
+		Locking: measlist.Locking{KernelExact: true}})
+	measure(t, k, "f", 3)
+	writer := k.FS(staging.Root(7))
+	var files []staging.File
+	for _, o := range opens {
+		f, err := writer.OpenFile(o.name, o.flag)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		files = append(files, f)
+	}
+	return k, files
+}
+
 // TestFindingQ5ThreadsOfTheWriter shows docs/SPEC.md Q5 through the files,
 // in kernel-exact mode: the one-writer rule of ima_fs.c is per task, so two
 // threads of the writer process using its descriptors are not excluded.
@@ -187,16 +211,8 @@ func TestFindingRestoreStopsSilently(t *testing.T) {
 // corruption instead of doing it; with the request mutex (the default, and
 // the fix proposed in docs/FINDINGS.md) A waits for N.
 func TestFindingQ5ThreadsOfTheWriter(t *testing.T) {
-	k := mustNew(t, Config{TPM: newSoftware(t, twoBanks...), HashAlgo: "sha256", Staging: true,
-		Locking: measlist.Locking{KernelExact: true}})
-	measure(t, k, "f", 3)
-	writer := k.FS(staging.Root(7))
-	orig, err := writer.OpenFile(staging.BinaryRuntimeMeasurements, os.O_WRONLY)
-	require.NoError(t, err)
-	defer orig.Close()
-	stagedFile, err := writer.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_WRONLY) // same task: an extra write open
-	require.NoError(t, err)
-	defer stagedFile.Close()
+	k, files := exactWriter(t, fileOpen{staging.BinaryRuntimeMeasurements, os.O_WRONLY}, fileOpen{staging.BinaryRuntimeMeasurementsStaged, os.O_WRONLY})
+	orig, stagedFile := files[0], files[1]
 
 	var aErr error
 	k.Queue().SetHooks(&measlist.Hooks{AfterPartialWalk: func() {
@@ -220,18 +236,10 @@ func TestFindingQ5ThreadsOfTheWriter(t *testing.T) {
 // rcu_read_unlock() (_ima_measurements_next(), ima_measurements_show()),
 // reads freed memory.
 func TestFindingDeleteWhileWriterThreadReads(t *testing.T) {
-	k := mustNew(t, Config{TPM: newSoftware(t, twoBanks...), HashAlgo: "sha256", Staging: true,
-		Locking: measlist.Locking{KernelExact: true}})
-	measure(t, k, "f", 3)
-	writer := k.FS(staging.Root(7))
-	rw, err := writer.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
+	k, files := exactWriter(t, fileOpen{staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR}, fileOpen{staging.ASCIIRuntimeMeasurementsStaged, os.O_WRONLY})
+	rw, other := files[0], files[1]
+	_, err := rw.Write([]byte("A\n"))
 	require.NoError(t, err)
-	defer rw.Close()
-	_, err = rw.Write([]byte("A\n"))
-	require.NoError(t, err)
-	other, err := writer.OpenFile(staging.ASCIIRuntimeMeasurementsStaged, os.O_WRONLY) // same task
-	require.NoError(t, err)
-	defer other.Close()
 
 	deleted := false
 	k.Queue().SetHooks(&measlist.Hooks{Yield: func(point string) {
