@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -54,9 +55,10 @@ the mount. A file opened before stays bound to the old kernel, as a task
 caught between the reboot notifier and the jump: its writes get that
 suspended kernel's answers (A: EACCES; D, N: ESTALE), its reads EIO.
 
---workload rate=R,violations=K measures R new files a second in the
-background (the seeded files of 'imasim export', continuing after
---measure), every K-th event a violation (K=0: none).
+--workload rate=R,violations=K[,count=C] measures R new files a second in
+the background (the seeded files of 'imasim export', continuing after
+--measure), every K-th event a violation (K=0: none), C events in all
+(0 or absent: until unmounted); 'imasim ctl DIR status' says when it is done.
 
 flags:
 `
@@ -66,13 +68,14 @@ type mount struct {
 	dir, sock string
 	fsys      *fusefs.FS
 
-	// mu protects w (its kernel changes at kexec and reboot), r, events
-	// and boots; measurements and kernel swaps hold it.
-	mu     sync.Mutex
-	w      *workload
-	r      *rand.Rand
-	events int
-	boots  int
+	// mu protects w (its kernel changes at kexec and reboot), r, events,
+	// boots and bgState; measurements and kernel swaps hold it.
+	mu      sync.Mutex
+	w       *workload
+	r       *rand.Rand
+	events  int
+	boots   int
+	bgState string // --workload: "", "running" or "done"
 }
 
 func runMount(args []string, stdout, stderr io.Writer) int {
@@ -87,7 +90,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	stagingOn := fs.Bool("staging", true, "CONFIG_IMA_STAGING")
 	seed := fs.Int64("seed", 1, "workload seed")
 	measure := fs.Int("measure", 0, "files measured at boot")
-	wl := fs.String("workload", "", "background measurer: rate=R,violations=K")
+	wl := fs.String("workload", "", "background measurer: rate=R,violations=K[,count=C]")
 	debugFuse := fs.Bool("debug", false, "log every FUSE request to stderr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -103,7 +106,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "imasim mount:", err)
 		return 1
 	}
-	rate, every, err := parseWorkload(*wl)
+	bg, err := parseWorkload(*wl)
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim mount: --workload:", err)
 		return 2
@@ -163,8 +166,9 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go m.serveCtl(ln)
-	if rate > 0 {
-		go m.background(rate, every, stderr)
+	if bg.rate > 0 {
+		m.bgState = "running"
+		go m.background(bg, stderr)
 	}
 	fmt.Fprintf(stdout, "imasim mount: %s serves boot %s (%d records); control socket %s\n",
 		dir, m.w.kernel.BootID(), m.w.kernel.Queue().NumRecords(measlist.Binary), m.sock)
@@ -175,35 +179,49 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// parseWorkload parses rate=R,violations=K.
-func parseWorkload(s string) (rate float64, every int, err error) {
+// bgWorkload is --workload: rate events a second, every every-th a
+// violation, count events in all (0: no end).
+type bgWorkload struct {
+	rate         float64
+	every, count int
+}
+
+// parseWorkload parses rate=R,violations=K[,count=C].
+func parseWorkload(s string) (bgWorkload, error) {
+	var b bgWorkload
 	if s == "" {
-		return 0, 0, nil
+		return b, nil
 	}
+	var err error
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
 		case "rate":
-			rate, err = strconv.ParseFloat(v, 64)
-			if err == nil && rate <= 0 {
-				err = errors.New("rate must be positive")
+			b.rate, err = strconv.ParseFloat(v, 64)
+			if err == nil && !(b.rate > 0 && b.rate <= 1e6) {
+				err = errors.New("rate must be above 0 and at most 1e6")
 			}
 		case "violations":
-			every, err = strconv.Atoi(v)
-			if err == nil && every < 0 {
+			b.every, err = strconv.Atoi(v)
+			if err == nil && b.every < 0 {
 				err = errors.New("violations must not be negative")
 			}
+		case "count":
+			b.count, err = strconv.Atoi(v)
+			if err == nil && b.count < 0 {
+				err = errors.New("count must not be negative")
+			}
 		default:
-			err = fmt.Errorf("unknown key %q (want rate=R,violations=K)", k)
+			err = fmt.Errorf("unknown key %q (want rate=R,violations=K,count=C)", k)
 		}
 		if err != nil {
-			return 0, 0, err
+			return b, err
 		}
 	}
-	if rate == 0 {
-		return 0, 0, errors.New("rate=R is required")
+	if b.rate == 0 {
+		return b, errors.New("rate=R is required")
 	}
-	return rate, every, nil
+	return b, nil
 }
 
 // ctlSocket is the control socket of the mount at dir: beside it, so that
@@ -285,22 +303,26 @@ func lazyUnmount(dir string) {
 	_ = exec.Command("fusermount3", "-u", "-z", dir).Run()
 }
 
-// background measures rate events a second, every every-th a violation.
-func (m *mount) background(rate float64, every int, stderr io.Writer) {
-	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+// background runs the --workload measurer.
+func (m *mount) background(b bgWorkload, stderr io.Writer) {
+	tick := time.NewTicker(time.Duration(float64(time.Second) / b.rate))
 	defer tick.Stop()
 	reported := false
-	for range tick.C {
+	for n := 0; b.count == 0 || n < b.count; n++ {
+		<-tick.C
 		m.mu.Lock()
 		i := m.events
 		m.events++
-		err := m.w.measure(m.r, i, every > 0 && i%every == every-1)
+		err := m.w.measure(m.r, i, b.every > 0 && n%b.every == b.every-1)
 		m.mu.Unlock()
 		if err != nil && !reported {
 			fmt.Fprintln(stderr, "imasim mount: workload:", err)
 			reported = true
 		}
 	}
+	m.mu.Lock()
+	m.bgState = "done"
+	m.mu.Unlock()
 }
 
 // ctlRequest is one request on the control socket (one JSON line).
@@ -413,8 +435,8 @@ func (m *mount) do(req ctlRequest) (string, error) {
 		runtime.ReadMemStats(&ms)
 		fmt.Fprintf(&out, "boot_id: %s\nkexecs_and_reboots: %d\nrecords: %d\nstaged: %d\ndeleted: %d\nviolations: %d\n",
 			k.BootID(), m.boots, cur, staged, full-cur-staged, q.NumViolations())
-		fmt.Fprintf(&out, "kernel_memory_bytes: %d\nopen_files: %d\nevents: %d\nheap_bytes: %d\nrss_bytes: %d\nrss_peak_bytes: %d\n",
-			q.KernelMemory().Total(), m.fsys.OpenFiles(), m.events, ms.HeapAlloc, procStatusBytes("VmRSS"), procStatusBytes("VmHWM"))
+		fmt.Fprintf(&out, "kernel_memory_bytes: %d\nopen_files: %d\nevents: %d\nworkload: %s\nheap_bytes: %d\nrss_bytes: %d\nrss_peak_bytes: %d\n",
+			q.KernelMemory().Total(), m.fsys.OpenFiles(), m.events, cmp.Or(m.bgState, "none"), ms.HeapAlloc, procStatusBytes("VmRSS"), procStatusBytes("VmHWM"))
 	default:
 		return "", fmt.Errorf("unknown request %q", req.Op)
 	}

@@ -26,6 +26,11 @@
 //     descriptors (the pid of the last FLUSH, which the kernel sends from
 //     every close(2)), or as the opener when no FLUSH came. See
 //     docs/FINDINGS.md, "The FUSE mount and the releasing task".
+//   - FUSE moves the file offset by what write(2) accepted; securityfs
+//     does not. Read hides it for read(2) after write(2) on one file
+//     descriptor (A, read, D), but lseek(fd, 0, SEEK_CUR) after a write
+//     reports the moved offset, and an lseek(2) or pread(2) to exactly the
+//     offset the last request left the file at is taken as a plain read.
 //   - lseek(2) with SEEK_SET and SEEK_CUR never reaches the server: the
 //     kernel moves f_pos and the next READ carries it, so a seek that
 //     seq_lseek() would fail fails at the next read instead. SEEK_END

@@ -34,10 +34,15 @@ type handle struct {
 	f      *staging.SimFile
 	v      *view
 	opener staging.Task
+	// mu serialises the file's reads and writes and protects closer and
+	// kpos.
+	mu sync.Mutex
 	// closer is the thread id of the last FLUSH (close(2) of a file
-	// descriptor of this file); 0 when none came. Protected by mu.
-	mu     sync.Mutex
+	// descriptor of this file); 0 when none came.
 	closer uint32
+	// kpos is the kernel's f_pos for this file after the last READ or
+	// WRITE: the offset the next read(2) will carry.
+	kpos uint64
 }
 
 // FS is the FUSE file system: a fuse.RawFileSystem over the current
@@ -293,15 +298,24 @@ func (f *FS) open(c fuse.Caller, name string, flag int, out *fuse.OpenOut) fuse.
 	return fuse.OK
 }
 
+// unknownPos is a kpos no READ carries.
+const unknownPos = ^uint64(0)
+
 func (f *FS) handle(fh uint64) *handle {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.handles[fh]
 }
 
-// Read is one read(2) at in.Offset: the model's seq_file read, after
-// moving the file to that offset (seq_read_iter() does the same when
-// ki_pos differs from the position it reached).
+// Read is one read(2): the model's seq_file read.
+//
+// The kernel's FUSE client moves f_pos by what a write(2) accepted, where
+// securityfs leaves it alone, so the offsets FUSE sends are not the
+// model's after a write. A READ at the offset where the previous request
+// left the file is a plain read(2) and continues from the model's own
+// offset; a READ anywhere else follows an lseek(2) (or is a pread(2)), and
+// the model's file is moved to that offset first, as seq_read_iter() does
+// when ki_pos differs from the position it reached.
 func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	hd := f.handle(in.Fh)
 	if hd == nil {
@@ -310,16 +324,23 @@ func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	if hd.v != f.cur.Load() {
 		return nil, fuse.EIO
 	}
-	if in.Offset > 1<<63-1 {
-		return nil, fuse.EINVAL
-	}
-	if _, err := hd.f.Seek(int64(in.Offset), io.SeekStart); err != nil {
-		return nil, status(err)
+	hd.mu.Lock()
+	defer hd.mu.Unlock()
+	if in.Offset != hd.kpos {
+		if in.Offset > 1<<63-1 {
+			return nil, fuse.EINVAL
+		}
+		if _, err := hd.f.Seek(int64(in.Offset), io.SeekStart); err != nil {
+			hd.kpos = unknownPos
+			return nil, status(err)
+		}
 	}
 	n, err := hd.f.Read(buf[:min(len(buf), int(in.Size))])
 	if err != nil && err != io.EOF {
+		hd.kpos = unknownPos // the next read seeks
 		return nil, status(err)
 	}
+	hd.kpos = in.Offset + uint64(n)
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
 
@@ -330,7 +351,10 @@ func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 	if hd == nil {
 		return 0, fuse.EBADF
 	}
+	hd.mu.Lock()
+	defer hd.mu.Unlock()
 	n, err := hd.f.Write(data)
+	hd.kpos = in.Offset + uint64(n)
 	return uint32(n), status(err)
 }
 
