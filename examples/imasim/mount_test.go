@@ -313,3 +313,109 @@ func TestMountCollectorByteIdentical(t *testing.T) {
 	require.Greater(t, local.Committed(), boot)
 	require.Equal(t, strconv.FormatInt(w.kernel.Queue().NumRecords(measlist.Binary), 10), statusField(t, bin, dir, "records"))
 }
+
+// runBin runs the built command and returns its exit code and output.
+func runBin(t testing.TB, bin string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// TestMountBadInput: each refusal is one clear line on stderr and a
+// non-zero exit, and leaves nothing mounted.
+func TestMountBadInput(t *testing.T) {
+	needFUSE(t)
+	bin := buildImasim(t)
+	oneLine := func(t *testing.T, dir, want string, args ...string) {
+		t.Helper()
+		code, _, stderr := runBin(t, bin, args...)
+		require.NotEqual(t, 0, code, "imasim %v succeeded", args)
+		require.Equal(t, 1, strings.Count(stderr, "\n"), "want one line, got %q", stderr)
+		require.Contains(t, stderr, want)
+		if dir != "" {
+			_, mounted := mountedAt(dir)
+			require.False(t, mounted, "%s left mounted", dir)
+		}
+	}
+	tmp := t.TempDir()
+	t.Run("missing", func(t *testing.T) {
+		dir := filepath.Join(tmp, "missing")
+		oneLine(t, dir, "does not exist", "mount", dir)
+	})
+	t.Run("not a directory", func(t *testing.T) {
+		file := filepath.Join(tmp, "file")
+		require.NoError(t, os.WriteFile(file, nil, 0o644))
+		oneLine(t, file, "is not a directory", "mount", file)
+	})
+	t.Run("a second mount on the same directory", func(t *testing.T) {
+		dir := startMount(t, bin)
+		code, _, stderr := runBin(t, bin, "mount", dir)
+		require.Equal(t, 1, code)
+		require.Equal(t, 1, strings.Count(stderr, "\n"), "want one line, got %q", stderr)
+		require.Contains(t, stderr, "already a mount point (fuse.imasim)")
+		// The first mount still serves.
+		require.Equal(t, "1\n", readFile(t, filepath.Join(dir, "runtime_measurements_count")))
+	})
+	t.Run("ctl without a mount", func(t *testing.T) {
+		oneLine(t, "", "no live imasim mount at", "ctl", tmp, "status")
+	})
+	t.Run("ctl and mount on a crashed mount", func(t *testing.T) {
+		needRoot(t)
+		dir := filepath.Join(t.TempDir(), "ima")
+		require.NoError(t, os.Mkdir(dir, 0o755))
+		cmd := exec.Command(bin, "mount", dir)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		_, err = bufio.NewReader(stdout).ReadString('\n')
+		require.NoError(t, err)
+		require.NoError(t, cmd.Process.Kill()) // a crash: no unmount, the socket stays
+		cmd.Wait()
+		t.Cleanup(func() { lazyUnmount(dir) })
+		oneLine(t, "", "no live imasim mount at", "ctl", dir, "status")
+		code, _, stderr := runBin(t, bin, "mount", dir)
+		require.Equal(t, 1, code)
+		require.Equal(t, 1, strings.Count(stderr, "\n"), "want one line, got %q", stderr)
+		require.Contains(t, stderr, "is a dead FUSE mount")
+		lazyUnmount(dir)
+		_, mounted := mountedAt(dir)
+		require.False(t, mounted, "the lazy unmount left %s mounted", dir)
+	})
+	t.Run("already a mount point", func(t *testing.T) {
+		needRoot(t)
+		dir := filepath.Join(t.TempDir(), "tmpfs")
+		require.NoError(t, os.Mkdir(dir, 0o755))
+		require.NoError(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, ""))
+		defer syscall.Unmount(dir, 0)
+		code, _, stderr := runBin(t, bin, "mount", dir)
+		require.Equal(t, 1, code)
+		require.Equal(t, "imasim mount: "+dir+" is already a mount point (tmpfs)\n", stderr)
+	})
+	t.Run("no /dev/fuse", func(t *testing.T) {
+		needRoot(t)
+		if _, err := exec.LookPath("unshare"); err != nil {
+			t.Skip("unshare not installed")
+		}
+		dir := filepath.Join(t.TempDir(), "ima")
+		require.NoError(t, os.Mkdir(dir, 0o755))
+		// A private mount namespace whose /dev is an empty tmpfs.
+		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs none /dev && exec "$0" mount "$1"`, bin, dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		require.Error(t, err)
+		require.Equal(t, "imasim mount: /dev/fuse is missing: this machine cannot serve FUSE (modprobe fuse, or run the container with --device /dev/fuse)\n", stderr.String())
+		_, mounted := mountedAt(dir)
+		require.False(t, mounted)
+	})
+}
