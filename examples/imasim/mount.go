@@ -90,6 +90,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	stagingOn := fs.Bool("staging", true, "CONFIG_IMA_STAGING")
 	seed := fs.Int64("seed", 1, "workload seed")
 	measure := fs.Int("measure", 0, "files measured at boot")
+	pageSize := fs.Int("page-size", 4096, "PAGE_SIZE: the seq_file buffer, so the most one read(2) of a list returns (65536 on arm64 with 64K pages)")
 	wl := fs.String("workload", "", "background measurer: rate=R,violations=K[,count=C]")
 	debugFuse := fs.Bool("debug", false, "log every FUSE request to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -129,7 +130,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		return fail(fmt.Errorf("%s is already served by another imasim mount (control socket %s)", dir, m.sock))
 	}
 	m.w = &workload{Banks: bankList, Template: *tmpl, Hash: *hash, Flush: *flush,
-		Seed: *seed, TPMKind: *tpmKind, NoStaging: !*stagingOn}
+		Seed: *seed, TPMKind: *tpmKind, NoStaging: !*stagingOn, PageSize: *pageSize}
 	if err := m.w.boot(); err != nil {
 		return fail(err)
 	}

@@ -34,6 +34,7 @@ type workload struct {
 	StoreDir   string
 	Hash       string // ima_hash; empty is sha256
 	NoStaging  bool   // CONFIG_IMA_STAGING=n
+	PageSize   int    // PAGE_SIZE; 0 is 4096
 
 	// Filled by run.
 	kernel   *ima.Kernel
@@ -91,7 +92,7 @@ func (w *workload) boot() error {
 	}
 	cfg := ima.Config{
 		TPM: w.tpm, HashAlgo: hash, Template: w.Template, Staging: !w.NoStaging,
-		FlushHtable: w.Flush, Kexec: true, Firmware: firmware(w.Seed),
+		FlushHtable: w.Flush, Kexec: true, Firmware: firmware(w.Seed), PageSize: w.PageSize,
 	}
 	if w.kernel, err = ima.New(cfg); err != nil {
 		w.tpm.Close()

@@ -468,6 +468,7 @@ func Mount(dir string, f *FS, opts Options) (*fuse.Server, error) {
 		DirectMount:        opts.Direct,
 		DisableXAttrs:      true,
 		DisableReadDirPlus: true,
+		DisableSplice:      true,
 		Debug:              opts.Debug,
 		// The maximum read is what one read(2) asks for; the model
 		// answers with at most a seq_file buffer.
