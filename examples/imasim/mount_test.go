@@ -145,6 +145,32 @@ func TestMountShell(t *testing.T) {
 	require.NoError(t, err, "mount.sh failed")
 }
 
+// TestMountWithoutStaging: with --staging=false the _staged files do not
+// exist (creating one is EACCES, finding (g)) and N through the original
+// file still deletes (spec Q1).
+func TestMountWithoutStaging(t *testing.T) {
+	needFUSE(t)
+	bin := buildImasim(t)
+	dir := startMount(t, bin, "--staging=false", "--measure", "10")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.NotContains(t, e.Name(), "_staged")
+	}
+	err = os.WriteFile(filepath.Join(dir, "binary_runtime_measurements_staged"), []byte("A\n"), 0o600)
+	require.ErrorIs(t, err, syscall.EACCES)
+	_, err = os.ReadFile(filepath.Join(dir, "binary_runtime_measurements_staged"))
+	require.ErrorIs(t, err, syscall.ENOENT)
+	count := func() int {
+		n, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(dir, "runtime_measurements_count"))))
+		require.NoError(t, err)
+		return n
+	}
+	before := count()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "binary_runtime_measurements"), []byte("2\n"), 0))
+	require.Equal(t, before-2, count())
+}
+
 // TestMountEvmctl has evmctl read the mounted binary_runtime_measurements
 // with `imasim ctl DIR pcrs` as its --pcrs files, after violations and a
 // kexec (the list since boot is still all in the kernel), and accept it at
