@@ -155,10 +155,15 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	// unmount unmounts dir, or, when it is busy (a process has its
+	// working directory or a file there), detaches it: the processes
+	// still inside then get ENOTCONN once this process exits.
 	unmount := func() {
 		if err := srv.Unmount(); err != nil {
-			fmt.Fprintf(stderr, "imasim mount: unmounting %s: %v; detaching it (lazy unmount)\n", dir, err)
+			msg, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
+			fmt.Fprintf(stderr, "imasim mount: unmounting %s: %s; detached it (lazy unmount)\n", dir, msg)
 			lazyUnmount(dir)
+			return
 		}
 		srv.Wait()
 	}

@@ -152,6 +152,9 @@ func TestMountWithoutStaging(t *testing.T) {
 	needFUSE(t)
 	bin := buildImasim(t)
 	dir := startMount(t, bin, "--staging=false", "--measure", "10")
+	st, err := os.Stat(ctlSocket(dir))
+	require.NoError(t, err)
+	require.Equal(t, os.ModeSocket|0o600, st.Mode(), "the control socket is 0600")
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	for _, e := range entries {
@@ -444,4 +447,34 @@ func TestMountBadInput(t *testing.T) {
 		_, mounted := mountedAt(dir)
 		require.False(t, mounted)
 	})
+}
+
+// TestMountLazyUnmount: SIGTERM while a process keeps its working directory
+// in the mount: the mount process detaches the mount (lazy unmount) and
+// exits 0, and DIR is no longer a mount point.
+func TestMountLazyUnmount(t *testing.T) {
+	needFUSE(t)
+	bin := buildImasim(t)
+	dir := filepath.Join(t.TempDir(), "ima")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	t.Cleanup(func() { lazyUnmount(dir) })
+	cmd := exec.Command(bin, "mount", dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	_, err = bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	busy := exec.Command("sleep", "60")
+	busy.Dir = dir
+	require.NoError(t, busy.Start())
+	defer func() { busy.Process.Kill(); busy.Wait() }()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), "imasim mount: %s", stderr.String())
+	require.Contains(t, stderr.String(), "detached it (lazy unmount)")
+	_, mounted := mountedAt(dir)
+	require.False(t, mounted, "%s is still a mount point", dir)
+	_, err = os.Stat(ctlSocket(dir))
+	require.ErrorIs(t, err, os.ErrNotExist, "control socket left behind")
 }
