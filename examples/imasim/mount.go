@@ -44,7 +44,13 @@ unmounts. Every file has the kernel's mode, owner, reads (seq_file), write
 grammar and errnos; the caller of each request is the task (thread id,
 uid, gid, effective capabilities from /proc/TID/status).
 
-As root it mounts with mount(2); otherwise through fusermount3.
+As root it mounts with mount(2) and lets every user in (allow_other), the
+model's permission checks deciding. Otherwise it mounts through
+fusermount3, only the mounting user may enter (FUSE's rule), and that user
+counts as root with the capabilities of its bounding set, as the root of a
+user namespace it owns would: an unprivileged developer can test an
+agent, and a task whose bounding set lacks CAP_SYS_ADMIN still gets EPERM
+for a write open.
 
 The machine is driven from outside with 'imasim ctl DIR ...' through the
 control socket DIR/../.BASE.imasim.sock (unix, mode 0600), where BASE is
@@ -151,7 +157,11 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	}
 
 	m.fsys = fusefs.New(m.w.kernel.SecurityFS())
-	srv, err := fusefs.Mount(dir, m.fsys, fusefs.Options{Direct: os.Geteuid() == 0, AllowOther: os.Geteuid() == 0, Debug: *debugFuse})
+	root := os.Geteuid() == 0
+	if !root {
+		m.fsys.MapRoot(uint32(os.Geteuid()))
+	}
+	srv, err := fusefs.Mount(dir, m.fsys, fusefs.Options{Direct: root, AllowOther: root, Debug: *debugFuse})
 	if err != nil {
 		return fail(err)
 	}

@@ -484,3 +484,66 @@ func TestMountLazyUnmount(t *testing.T) {
 	_, err = os.Stat(ctlSocket(dir))
 	require.ErrorIs(t, err, os.ErrNotExist, "control socket left behind")
 }
+
+// TestMountAsUser: a mount made by an unprivileged user through
+// fusermount3 takes that user as root with its bounding set's
+// capabilities: it reads and stages; without CAP_SYS_ADMIN in its bounding
+// set it gets EPERM; another user is kept out by FUSE.
+func TestMountAsUser(t *testing.T) {
+	needFUSE(t)
+	needRoot(t) // to become uid 1000 with setpriv
+	for _, tool := range []string{"setpriv", "fusermount3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed; .ci/run installs it", tool)
+		}
+	}
+	bin := buildImasim(t)
+	top, err := os.MkdirTemp("", "imasim-user-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(top) })
+	dir := filepath.Join(top, "ima")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.NoError(t, os.Chmod(top, 0o755))
+	for _, p := range []string{top, dir, bin, filepath.Dir(bin)} {
+		require.NoError(t, os.Chown(p, 1000, 1000))
+	}
+	as := func(uid string, extra ...string) []string {
+		return append([]string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups"}, extra...)
+	}
+	cmd := exec.Command("setpriv", append(as("1000"), bin, "mount", "--measure", "5", dir)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
+		cmd.Wait()
+		t.Fatalf("imasim mount as uid 1000: %v: %s", err, stderr.String())
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("imasim mount as uid 1000: %v: %s", err, stderr.String())
+		}
+		if _, mounted := mountedAt(dir); mounted {
+			t.Errorf("%s left mounted", dir)
+			lazyUnmount(dir)
+		}
+	})
+	sh := func(uid string, extra []string, script string) (string, error) {
+		out, err := exec.Command("setpriv", append(as(uid, extra...), "sh", "-c", script)...).CombinedOutput()
+		return string(out), err
+	}
+	staged := filepath.Join(dir, "binary_runtime_measurements_staged")
+	out, err := sh("1000", nil, "cat "+filepath.Join(dir, "runtime_measurements_count"))
+	require.NoError(t, err, out)
+	require.Equal(t, "6\n", out)
+	out, err = sh("1000", nil, "echo A > "+staged+" && echo D > "+staged)
+	require.NoError(t, err, out)
+	out, err = sh("1000", []string{"--bounding-set=-sys_admin"}, "echo 1 > "+filepath.Join(dir, "binary_runtime_measurements"))
+	require.Error(t, err)
+	require.Contains(t, out, "Operation not permitted")
+	out, err = sh("1001", nil, "cat "+filepath.Join(dir, "runtime_measurements_count"))
+	require.Error(t, err)
+	require.Contains(t, out, "Permission denied")
+}

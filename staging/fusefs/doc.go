@@ -9,7 +9,8 @@
 // FUSE reports (the kernel fills fuse_in_header.pid from task_pid(current),
 // a thread's pid), the fsuid and fsgid FUSE reports, and the supplementary
 // groups and effective capabilities (CAP_SYS_ADMIN, CAP_DAC_OVERRIDE,
-// CAP_DAC_READ_SEARCH) read from /proc/TID/status at open.
+// CAP_DAC_READ_SEARCH) read from /proc/TID/status at open. A mount made by
+// an unprivileged user may take that user as root (FS.MapRoot).
 //
 // Every file is opened with FOPEN_DIRECT_IO and every entry and attribute
 // is sent with a zero timeout, so the kernel neither caches data nor

@@ -59,6 +59,26 @@ type FS struct {
 	names   map[uint64]string
 	handles map[uint64]*handle
 	nextFh  uint64
+
+	// rootUID, when hasRoot, is the user taken as root (set once by
+	// MapRoot before mounting).
+	rootUID uint32
+	hasRoot bool
+}
+
+// MapRoot makes requests from uid count as root's: uid 0, gid 0, and the
+// capabilities of the caller's bounding set (CapBnd) rather than its
+// effective set, as the root of a user namespace owned by uid would have.
+// It is for mounts made by an unprivileged user (through fusermount3),
+// whose files are otherwise closed to that user as securityfs's are. Call
+// it before Mount. No kernel counterpart.
+func (f *FS) MapRoot(uid uint32) {
+	f.rootUID, f.hasRoot = uid, true
+}
+
+// task is the task of a FUSE request.
+func (f *FS) task(c fuse.Caller) staging.Task {
+	return callerTask(c, f.hasRoot && c.Uid == f.rootUID)
 }
 
 // New returns the file system of sfs.
@@ -284,7 +304,7 @@ func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out 
 
 func (f *FS) open(c fuse.Caller, name string, flag int, out *fuse.OpenOut) fuse.Status {
 	v := f.cur.Load()
-	t := callerTask(c)
+	t := f.task(c)
 	sf, err := v.sfs.Open(t, name, flag)
 	if err != nil {
 		return status(err)
@@ -418,9 +438,15 @@ const (
 // callerTask is the task of a FUSE request: its thread id, fsuid and
 // fsgid from the request, its supplementary groups and effective
 // capabilities from /proc/TID/status. A task whose status cannot be read
-// (it has exited) has no capabilities and no supplementary groups.
-func callerTask(c fuse.Caller) staging.Task {
+// (it has exited) has no capabilities and no supplementary groups. With
+// asRoot, the task is uid 0 and gid 0 with the capabilities of its
+// bounding set (see FS.MapRoot).
+func callerTask(c fuse.Caller, asRoot bool) staging.Task {
 	t := staging.Task{TID: int(c.Pid), UID: c.Uid, GID: c.Gid}
+	capKey := "CapEff"
+	if asRoot {
+		t.UID, t.GID, capKey = 0, 0, "CapBnd"
+	}
 	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
 	if err != nil {
 		return t
@@ -435,7 +461,7 @@ func callerTask(c fuse.Caller) staging.Task {
 					t.Groups = append(t.Groups, uint32(n))
 				}
 			}
-		case "CapEff":
+		case capKey:
 			caps, err := strconv.ParseUint(string(bytes.TrimSpace(val)), 16, 64)
 			if err != nil {
 				continue

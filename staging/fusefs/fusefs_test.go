@@ -223,14 +223,18 @@ func TestDirectory(t *testing.T) {
 func TestCallerTask(t *testing.T) {
 	data, err := os.ReadFile("/proc/self/status")
 	require.NoError(t, err)
-	var capEff uint64
+	var capEff, capBnd uint64
 	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
 			capEff, err = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 			require.NoError(t, err)
 		}
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			capBnd, err = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			require.NoError(t, err)
+		}
 	}
-	task := callerTask(fuse.Caller{Owner: fuse.Owner{Uid: 7, Gid: 8}, Pid: uint32(syscall.Gettid())})
+	task := callerTask(fuse.Caller{Owner: fuse.Owner{Uid: 7, Gid: 8}, Pid: uint32(syscall.Gettid())}, false)
 	require.Equal(t, syscall.Gettid(), task.TID)
 	require.Equal(t, uint32(7), task.UID)
 	require.Equal(t, uint32(8), task.GID)
@@ -240,7 +244,12 @@ func TestCallerTask(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, task.Groups, len(groups))
 
-	gone := callerTask(fuse.Caller{Pid: 1 << 30})
+	mapped := callerTask(fuse.Caller{Owner: fuse.Owner{Uid: 7, Gid: 8}, Pid: uint32(syscall.Gettid())}, true)
+	require.Zero(t, mapped.UID, "MapRoot's user is root")
+	require.Zero(t, mapped.GID)
+	require.Equal(t, capBnd&(1<<21) != 0, mapped.CapSysAdmin, "with the bounding set's capabilities")
+
+	gone := callerTask(fuse.Caller{Pid: 1 << 30}, false)
 	require.False(t, gone.CapSysAdmin || gone.CapDACOverride || gone.CapDACReadSearch,
 		"a task whose status cannot be read has no capabilities")
 }
