@@ -198,6 +198,8 @@ func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 // callers that matter here: the truncation to size 0 that open(O_TRUNC)
 // makes (`echo A > file`), and time updates (touch), both without effect.
 //
+// Mirrors fs/libfs.c:simple_setattr(), which securityfs inodes use.
+//
 // Differences from Linux: chmod, chown and truncation to another size are
 // refused with EPERM (securityfs would store them in the inode).
 func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
@@ -259,7 +261,10 @@ func (f *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntry
 // ReleaseDir closes the directory.
 func (f *FS) ReleaseDir(in *fuse.ReleaseIn) {}
 
-// StatFs describes the file system as securityfs's statfs does (simple_statfs).
+// StatFs describes the file system.
+//
+// Mirrors fs/libfs.c:simple_statfs() (securityfs's statfs), without the
+// superblock's magic number, which FUSE does not carry.
 func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	*out = fuse.StatfsOut{Bsize: 4096, Frsize: 4096, NameLen: 255}
 	return fuse.OK
@@ -424,8 +429,9 @@ func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	_ = hd.f.CloseAs(t)
 }
 
-// Fsync is EINVAL: the securityfs files have no fsync operation, and
-// fs/sync.c:vfs_fsync_range() answers EINVAL for them.
+// Fsync is EINVAL: the securityfs files have no fsync operation.
+//
+// Mirrors fs/sync.c:vfs_fsync_range() for a file without ->fsync.
 func (f *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.EINVAL }
 
 // Capability bits of /proc/PID/status CapEff (include/uapi/linux/capability.h).
