@@ -126,7 +126,7 @@ check "echo D > _staged on the new kernel" sh_echo D "$staged"
 # the second. Every later writer gets EBUSY, as in the kernel, until reboot.
 (
 	exec 3<>"$staged" 4<>"$staged"
-	sleep 0.3 &
+	sleep 1 &  # long enough for the writer to close fd 3 first, even on a loaded machine
 	exec 3>&-
 	wait
 	exec 4>&-
