@@ -504,7 +504,12 @@ func TestMountAsUser(t *testing.T) {
 	dir := filepath.Join(top, "ima")
 	require.NoError(t, os.Mkdir(dir, 0o755))
 	require.NoError(t, os.Chmod(top, 0o755))
-	for _, p := range []string{top, dir, bin, filepath.Dir(bin)} {
+	// The binary goes where uid 1000 can reach it: t.TempDir() is 0700.
+	data, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	bin = filepath.Join(top, "imasim")
+	require.NoError(t, os.WriteFile(bin, data, 0o755))
+	for _, p := range []string{top, dir} {
 		require.NoError(t, os.Chown(p, 1000, 1000))
 	}
 	as := func(uid string, extra ...string) []string {
