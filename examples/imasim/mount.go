@@ -178,21 +178,22 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		srv.Wait()
 	}
 	os.Remove(m.sock) // a stale socket of a mount that died
+	// The socket is created 0600 (umask 0177), never wider: it can
+	// reboot the machine.
+	oldMask := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", m.sock)
-	if err == nil {
-		err = os.Chmod(m.sock, 0o600)
-	}
+	syscall.Umask(oldMask)
 	if err != nil {
 		unmount()
 		return fail(fmt.Errorf("control socket: %w", err))
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go m.serveCtl(ln)
 	if bg.rate > 0 {
 		m.bgState = "running"
 		go m.background(bg, stderr)
 	}
+	go m.serveCtl(ln)
 	fmt.Fprintf(stdout, "imasim mount: %s serves boot %s (%d records); control socket %s\n",
 		dir, m.w.kernel.BootID(), m.w.kernel.Queue().NumRecords(measlist.Binary), m.sock)
 	<-sigs
