@@ -32,6 +32,9 @@ type workload struct {
 	Seed       int64
 	TPMKind    string // a --tpm spec: "auto" or tpmext.Open's spelling
 	StoreDir   string
+	Hash       string // ima_hash; empty is sha256
+	NoStaging  bool   // CONFIG_IMA_STAGING=n
+	PageSize   int    // PAGE_SIZE; 0 is 4096
 
 	// Filled by run.
 	kernel   *ima.Kernel
@@ -78,23 +81,38 @@ func (w *workload) logf(format string, args ...any) {
 	}
 }
 
-// run boots the kernel, measures, collects and kexecs as configured.
-func (w *workload) run() error {
+// boot opens the TPM and boots the workload's kernel: CONFIG_IMA_KEXEC,
+// CONFIG_IMA_STAGING unless NoStaging, the seeded firmware.
+func (w *workload) boot() error {
 	var err error
 	if w.tpm, w.tpmWhat, err = openTPM(w.TPMKind, w.Banks); err != nil {
 		return err
 	}
+	hash := w.Hash
+	if hash == "" {
+		hash = "sha256"
+	}
 	cfg := ima.Config{
-		TPM: w.tpm, HashAlgo: "sha256", Template: w.Template, Staging: true,
-		FlushHtable: w.Flush, Kexec: true, Firmware: firmware(w.Seed),
+		TPM: w.tpm, HashAlgo: hash, Template: w.Template, Staging: !w.NoStaging,
+		FlushHtable: w.Flush, Kexec: true, Firmware: firmware(w.Seed), PageSize: w.PageSize,
 	}
 	if w.kernel, err = ima.New(cfg); err != nil {
+		w.tpm.Close()
+		return err
+	}
+	return nil
+}
+
+// run boots the kernel, measures, collects and kexecs as configured.
+func (w *workload) run() error {
+	if err := w.boot(); err != nil {
 		return err
 	}
 	root := staging.Root(4242)
 	if err := os.MkdirAll(filepath.Dir(w.StoreDir), 0o755); err != nil {
 		return err
 	}
+	var err error
 	if w.coll, err = collector.Open(w.StoreDir, w.kernel.FS(root), collector.Options{
 		BootID: w.kernel.BootID(), Layout: w.kernel.Layout(),
 	}); err != nil {

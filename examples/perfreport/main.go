@@ -179,11 +179,27 @@ func run(c config) error {
 	r.f("- the kernel-memory model (measlist.RecordFootprint) and a %d-measurement run through the public API (ima.New, Kernel.Measure, staging.WriteFile), in process.\n", memN)
 	r.f("\nTotal generator run time: %.0f s.\n", time.Since(start).Seconds())
 
-	if err := os.WriteFile(out, r.Bytes(), 0o644); err != nil {
+	old, _ := os.ReadFile(out)
+	if err := os.WriteFile(out, keepHandWritten(r.Bytes(), old), 0o644); err != nil {
 		return err
 	}
 	logf("wrote %s and %s/{%s,%s} in %s", out, pngDir, lockPNG, memPNG, time.Since(start).Round(time.Second))
 	return nil
+}
+
+// handWritten marks the start of the sections of docs/PERFORMANCE.md that
+// are not generated (figures measured once, by hand, with the command they
+// name); a regeneration keeps them as they are.
+const handWritten = "<!-- Hand-written sections follow: not generated; perfreport keeps them as they are. -->"
+
+// keepHandWritten appends to the generated report whatever the previous
+// report had from the handWritten marker on.
+func keepHandWritten(report, old []byte) []byte {
+	i := bytes.Index(old, []byte(handWritten))
+	if i < 0 {
+		return report
+	}
+	return append(append(report, '\n'), old[i:]...)
 }
 
 type env struct{ goVersion, nproc, cpuModel, load string }

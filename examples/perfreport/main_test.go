@@ -62,3 +62,17 @@ func TestQuickReport(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepHandWritten: a regeneration keeps the hand-written sections after
+// the marker, and a report without the marker is written as generated.
+func TestKeepHandWritten(t *testing.T) {
+	gen := []byte("# Performance\n\nnew figures\n")
+	tail := handWritten + "\n\n## By hand\n\nmeasured once\n"
+	old := []byte("# Performance\n\nold figures\n\n" + tail)
+	if got, want := string(keepHandWritten(gen, old)), string(gen)+"\n"+tail; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := string(keepHandWritten(gen, []byte("# Performance\n\nold figures\n"))); got != string(gen) {
+		t.Errorf("without the marker: got %q, want the generated report", got)
+	}
+}
