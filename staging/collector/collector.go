@@ -369,8 +369,9 @@ func (c *Collector) Cycle() (Result, error) { return c.CycleFlavour(c.opts.Flavo
 // CycleFlavour runs one collection cycle of flavour f.
 //
 // The cycle runs on one locked OS thread: the kernel's writer is a thread,
-// and a cycle may open two list files or close them, which on a real kernel
-// must come from the same thread (docs/FINDINGS.md).
+// and a cycle opens and closes list files (one writer descriptor at a
+// time), which on a real kernel must come from the same thread
+// (docs/FINDINGS.md).
 func (c *Collector) CycleFlavour(f Flavour) (Result, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -432,11 +433,16 @@ func (c *Collector) cyclePrompt() (res Result, err error) {
 		res.Note = "staged list empty"
 		return res, nil
 	}
-	return c.saveAndDelete(res, f, records, "D\n", false)
+	return c.saveAndDelete(res, f, records, "D\n", Prompt)
 }
 
-// cycleN: open the original binary file O_RDWR, read to EOF, save, N.
+// cycleN: save and delete what another actor left staged (its own
+// transaction), then open the original binary file O_RDWR, read to EOF,
+// save, N.
 func (c *Collector) cycleN() (res Result, err error) {
+	if res, err = c.takeStaged(); err != nil {
+		return res, err
+	}
 	f, err := c.openRetry(staging.BinaryRuntimeMeasurements, os.O_RDWR)
 	if err != nil {
 		return res, err
@@ -448,9 +454,6 @@ func (c *Collector) cycleN() (res Result, err error) {
 			err = cerr
 		}
 	}()
-	if res, err = c.takeStaged(); err != nil {
-		return res, err
-	}
 	cover := c.opts.Cover
 	if cover == nil && c.opts.Quote != nil {
 		target, err := c.opts.Quote()
@@ -484,22 +487,28 @@ func (c *Collector) cycleN() (res Result, err error) {
 		return res, nil
 	}
 	saved := res.Saved
-	res, err = c.saveAndDelete(res, f, records[:n], strconv.Itoa(n)+"\n", true)
+	res, err = c.saveAndDelete(res, f, records[:n], strconv.Itoa(n)+"\n", DeleteN)
 	res.Saved += saved
 	return res, err
 }
 
-// takeStaged saves and deletes the records another actor left staged, as
-// part of a DeleteN cycle, before the current list is touched: they are
-// older than every record of the current list, and the log is served as
-// store ++ staged ++ current, so an N batch saved while they stay staged
-// would be served before them. The writer already holds the original file;
-// the same task may open the staged file too.
+// takeStaged saves and deletes the records another actor left staged
+// (or a prompt cycle that died between A and D), as the first transaction
+// of a DeleteN cycle: they are older than every record of the current
+// list, and the log is served as store ++ staged ++ current, so an N batch
+// saved while they stay staged would be served before them.
 //
-// Preconditions: the cycle's task holds binary_runtime_measurements open
-// for write.
+// It is a transaction of its own, closed before the original file is
+// opened for write, so that the collector never holds two writer
+// descriptors. Two would be fatal on a real kernel: if the process is
+// killed while it holds them and its files are released by another
+// thread at exit, ima_measure_unlock() takes the "not the writer" path for
+// each (users++) and the writer count stays positive until reboot
+// (docs/FINDINGS.md, Q4). Between the two transactions another actor
+// could stage again; one that bypasses the store already breaks the log
+// (see the package doc), so this is not checked.
 func (c *Collector) takeStaged() (res Result, err error) {
-	f, err := c.fsys.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
+	f, err := c.openRetry(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
 	if errors.Is(err, syscall.ENOENT) {
 		return res, nil // CONFIG_IMA_STAGING=n
 	}
@@ -516,7 +525,7 @@ func (c *Collector) takeStaged() (res Result, err error) {
 		return res, err
 	}
 	res.Read = len(records)
-	return c.saveAndDelete(res, f, records, "D\n", false)
+	return c.saveAndDelete(res, f, records, "D\n", Prompt)
 }
 
 // quoteCover returns the Cover that keeps the records a quote's target
@@ -540,7 +549,7 @@ func (c *Collector) quoteCover(target eventlog.Target) func(int, [][]byte) (int,
 
 // saveAndDelete makes records durable as a batch, then sends request (D or
 // N) to f and records the kernel's answer.
-func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, request string, isN bool) (Result, error) {
+func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, request string, flav Flavour) (Result, error) {
 	if err := c.st.writeRecords(records, func() error { return c.hook(StepWritten) }); err != nil {
 		return res, err
 	}
@@ -548,7 +557,7 @@ func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, 
 		return res, err
 	}
 	_, derr := f.Write([]byte(request))
-	return c.finish(res, derr, len(records), isN)
+	return c.finish(res, derr, len(records), flav == DeleteN)
 }
 
 // finish records the kernel's answer to D or N.

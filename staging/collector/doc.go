@@ -17,11 +17,16 @@
 // to the store and fsync it, write "D", record the answer, close. One
 // transaction: other actors get EBUSY meanwhile.
 //
-// DeleteN: open binary_runtime_measurements O_RDWR, save and delete (D)
-// what another actor left staged, read the current list to EOF, choose N
+// DeleteN: first save and delete (D) what another actor left staged, in a
+// transaction of its own on binary_runtime_measurements_staged; then open
+// binary_runtime_measurements O_RDWR, read the current list to EOF, choose N
 // (everything read; or what a quote covers, Options.Quote, found by
 // replaying the log since boot with ima/eventlog; or Options.Cover), write the
-// first N records durably, write "N", record the answer, close.
+// first N records durably, write "N", record the answer, close. The
+// collector never holds two writer descriptors at once: killed while
+// holding two, with its files released at exit by another thread, it would
+// leave the kernel's writer count positive for good (every later writer
+// EBUSY until reboot; docs/FINDINGS.md, Q4).
 //
 // Answers to the deletion: success and ENOMEM (spec Q3: the kernel has lost
 // the records) commit the batch; ESTALE (a kexec is carrying the records)
