@@ -550,7 +550,7 @@ func (c *Collector) quoteCover(target eventlog.Target) func(int, [][]byte) (int,
 // saveAndDelete makes records durable as a batch, then sends request (D or
 // N) to f and records the kernel's answer.
 func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, request string, flav Flavour) (Result, error) {
-	if err := c.st.writeRecords(records, func() error { return c.hook(StepWritten) }); err != nil {
+	if err := c.st.writeRecords(records, flav, func() error { return c.hook(StepWritten) }); err != nil {
 		return res, err
 	}
 	if err := c.hook(StepSealed); err != nil {

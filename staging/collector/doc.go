@@ -35,16 +35,36 @@
 //
 // # The store
 //
-// A directory (0700) of append-only segments (0600) of framed entries, each
-// with its length and a CRC-32C (see store.go for the format). A batch is
-// sealed and fsynced, file and directory, before the kernel is asked to
-// delete it; its commit or abort follows the answer. Opening takes an
-// exclusive flock, so one collector owns a store, which closes the "two
-// actors each delete N" hazard the documentation warns about as long as
-// every deleter goes through the same store. Recovery cuts a torn frame at
-// the end of the last segment and any records after the last seal (never
-// sealed, so never deleted from the kernel); damage anywhere else is a
-// CorruptError naming the segment, offset and record number.
+// A directory of append-only segments (0600) of framed entries, each with
+// its length and a CRC-32C, and a manifest that records the durable end of
+// the store (format version 2; see store.go). The directory must belong
+// to the collector's user and not be writable by its group or others
+// (Open refuses it otherwise, naming the owner or mode); it is made 0700.
+// Every file in it is opened relative to it, never through a symlink.
+//
+// Opening takes an exclusive flock on the directory itself (there is no
+// lock file to remove or replace under a running collector), so one
+// collector owns a store, which closes the "two actors each delete N"
+// hazard the documentation warns about as long as every deleter goes
+// through the same store.
+//
+// A batch is written, sealed and made durable (segment fsynced, then the
+// manifest moved past it) before the kernel is asked to delete it; its
+// commit or abort follows the answer and is made durable the same way. A
+// write or fsync that fails (a full disk) is undone: the segment is cut
+// back to where it was before the batch, and the kernel is not asked to
+// delete anything; the staged records wait in the kernel for the next
+// cycle.
+//
+// Recovery reads everything up to the manifest's durable end and cuts
+// what lies after it: records never sealed, or sealed but never covered by
+// the manifest (the kernel was never asked to delete them), or a commit
+// that was not yet durable (the batch is decided again from the kernel).
+// Anything missing before the durable end (a segment cut short, removed,
+// or with a bad frame; a record count that differs from the manifest's) is
+// a CorruptError naming the segment, offset and record number: committed
+// records never vanish silently. A store without a manifest (format 1) or
+// of another version is refused.
 //
 // Answers that say the kernel kept the records (ESTALE; EINVAL and ENOENT
 // to N) abort the batch at once. A sealed batch whose answer was not

@@ -363,3 +363,22 @@ func requireCorrupt(t testing.TB, err error, seg string, off int64, record int) 
 	require.Equal(t, record, ce.Record, "record: %v", err)
 	return ce
 }
+
+// tearManifest destroys the newest slot of dir's manifest, as a crash in
+// the middle of its write would: the store's durable end goes back to the
+// previous durable point.
+func tearManifest(t testing.TB, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, manifestName)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	newest, seq := -1, uint64(0)
+	for i := 0; (i+1)*manifestSlot <= len(b); i++ {
+		if m, ok, _ := decodeManifestSlot(b[i*manifestSlot:]); ok && (newest < 0 || m.seq > seq) {
+			newest, seq = i, m.seq
+		}
+	}
+	require.GreaterOrEqual(t, newest, 0, "no whole manifest slot")
+	b[newest*manifestSlot+20] ^= 0xff // inside the sequence number: the checksum fails
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+}
