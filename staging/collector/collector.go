@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"sync"
@@ -92,6 +93,14 @@ type Options struct {
 	// eventlog.QuoteTarget of a fresh quote, or PCR values read from the
 	// TPM as a target.
 	Quote func() (eventlog.Target, error)
+	// PCRs, if set, reads the PCRs the log extends (PCR 10, in one bank
+	// or more) from the TPM, as a target (eventlog.Target{PCRs: ...}, or
+	// eventlog.QuoteTarget of a fresh quote). A pending batch that the
+	// kernel's lists cannot decide (its records may have been deleted and
+	// then repeated byte for byte, as violations can be) is decided by
+	// replaying the log since boot against them. Without it such a batch
+	// of violations is ErrAmbiguous.
+	PCRs func() (eventlog.Target, error)
 	// Retries and Backoff bound the retries of an open refused with
 	// EBUSY (another actor has the files): Backoff doubles after each
 	// attempt up to one second. Zero values mean 50 attempts from 1 ms.
@@ -209,7 +218,7 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 	case cur == "":
 		return st.startLog(bootID)
 	case cur == bootID:
-		return c.resolvePending()
+		return c.resolvePending(false)
 	case kind == Reboot:
 		if st.log.state == batchPending {
 			if err := st.resolve(true); err != nil {
@@ -221,7 +230,7 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 		if err := c.checkPartlyCarried(); err != nil {
 			return err
 		}
-		if err := c.resolvePending(); err != nil {
+		if err := c.resolvePending(true); err != nil {
 			return err
 		}
 		return st.continueLog(bootID)
@@ -232,27 +241,160 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 
 // resolvePending decides the fate of a sealed batch whose kernel answer was
 // never recorded (a crash between the seal and the commit, or an answer that
-// does not say): if the kernel's lists, staged then current, still start
-// with its records, the kernel kept them and the batch is aborted;
-// otherwise the kernel deleted them and the batch is committed. A prompt
-// batch is the whole staged list; a DeleteN batch is a prefix of the
-// current list taken while nothing was staged (takeStaged); after a kexec
-// either comes back at the head of the new current list. So the head is
-// where a kept batch is, even if another actor staged since.
-func (c *Collector) resolvePending() error {
+// does not say), from kernel facts; kexeced says whether the kernel has
+// been kexec'd since the batch was sealed.
+//
+//   - A prompt batch in the same kernel is the whole staged list, which
+//     only D empties and nothing else changes while it holds records (A is
+//     refused with EEXIST): the kernel kept the batch exactly when its
+//     staged list still holds it.
+//   - Otherwise (an N batch, or any batch after a kexec) a batch the kernel
+//     kept is at the head of its lists, staged then current: a DeleteN cycle
+//     takes its batch while nothing is staged (takeStaged), and a kexec
+//     restores staged then current at the head of the new current list. If
+//     the head does not start with the batch, the kernel deleted it.
+//   - If it does, the kernel either kept the batch or deleted it and then
+//     appended records that repeat it byte for byte. Only some records can
+//     repeat: violations (a zero digest, not kept out by the hash table), or
+//     records let in again by ima_flush_htable or CONFIG_IMA_DISABLE_HTABLE.
+//     With Options.PCRs the replay of the log since boot decides
+//     (decideByPCRs), exactly. Without it, a batch holding a record that is
+//     not a violation is taken as kept (exact while the hash table keeps
+//     digests of deleted records: ima_flush_htable and
+//     CONFIG_IMA_DISABLE_HTABLE need Options.PCRs), and a batch of
+//     violations only is ErrAmbiguous: it stays pending rather than be
+//     guessed at.
+func (c *Collector) resolvePending(kexeced bool) error {
 	st := c.st
 	if st.log.state != batchPending {
 		return nil
 	}
-	head, err := c.kernelRecords(len(st.log.pending))
+	p := st.log.pending
+	staged, current, err := c.kernelLists()
 	if err != nil {
 		return err
 	}
-	kept := len(head) == len(st.log.pending)
-	for i := 0; kept && i < len(head); i++ {
-		kept = bytes.Equal(head[i], st.log.pending[i])
+	if st.log.pendingFlavour == Prompt && !kexeced {
+		return st.resolve(!recordsEqual(staged, p))
 	}
-	return st.resolve(!kept)
+	head := append(staged, current...)
+	if len(head) < len(p) || !recordsEqual(head[:len(p)], p) {
+		return st.resolve(true)
+	}
+	if c.opts.PCRs != nil {
+		commit, err := c.decideByPCRs(p)
+		if err != nil {
+			return err
+		}
+		return st.resolve(commit)
+	}
+	for _, r := range p {
+		if !c.isViolation(r) {
+			return st.resolve(false)
+		}
+	}
+	return fmt.Errorf("%w: a pending batch of %d violation records may have been deleted and repeated since; set Options.PCRs", ErrAmbiguous, len(p))
+}
+
+// ErrAmbiguous is returned when the kernel's lists cannot say whether it
+// deleted a pending batch (its records may repeat) and no PCR reader was
+// given to decide: the batch stays pending.
+var ErrAmbiguous = errors.New("collector: cannot tell whether the kernel deleted a pending batch")
+
+// pcrSettle is how long decideByPCRs waits between its two readings of the
+// lists and the PCRs. The kernel appends a record, then extends the TPM
+// (both under ima_extend_list_mutex); the wait outlasts an extend that was
+// still under way at the first reading.
+const pcrSettle = 20 * time.Millisecond
+
+// decideByPCRs decides a pending batch p from the TPM: the log since boot
+// is either the store's records, p, then the kernel's lists (the kernel
+// deleted p: commit) or the store's records then the kernel's lists (it
+// kept p); exactly one of them replays to the PCRs. The lists and the PCRs
+// are read twice, pcrSettle apart; only a reading that did not change is
+// used, so that the lists hold exactly what the PCRs cover. It retries
+// while records keep arriving, or while both or neither candidate matches.
+func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
+	read := func() (eventlog.Target, [][]byte, error) {
+		t, err := c.opts.PCRs()
+		if err != nil {
+			return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
+		}
+		staged, current, err := c.kernelLists()
+		return t, append(staged, current...), err
+	}
+	backoff := pcrSettle
+	for attempt := 0; attempt < 30; attempt++ {
+		if attempt > 0 {
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+		}
+		t1, head1, err := read()
+		if err != nil {
+			return false, err
+		}
+		time.Sleep(pcrSettle)
+		t2, head2, err := read()
+		if err != nil {
+			return false, err
+		}
+		if !reflect.DeepEqual(t1, t2) || len(head1) != len(head2) || !recordsEqual(head1, head2) {
+			continue // records arrived meanwhile
+		}
+		store := c.st.log.records
+		deleted, err := c.replaysTo(t1, store, p, head1)
+		if err != nil {
+			return false, err
+		}
+		kept, err := c.replaysTo(t1, store, head1)
+		if err != nil {
+			return false, err
+		}
+		if deleted != kept {
+			return deleted, nil
+		}
+	}
+	return false, fmt.Errorf("%w: the replay of the log since boot did not settle on one answer", ErrAmbiguous)
+}
+
+// replaysTo reports whether the concatenation of parts, as a whole,
+// replays to t.
+func (c *Collector) replaysTo(t eventlog.Target, parts ...[][]byte) (bool, error) {
+	var recs [][]byte
+	for _, p := range parts {
+		recs = append(recs, p...)
+	}
+	el, err := eventlog.ParseEventLog(bytes.Join(recs, nil), eventlog.Options{Order: c.layout.Order()})
+	if err != nil {
+		return false, err
+	}
+	n, _, err := el.ReplayUntil(t, eventlog.ReplayOptions{})
+	if errors.Is(err, eventlog.ErrNotReached) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return n == len(recs), nil
+}
+
+// isViolation reports whether a stored record is a violation: its SHA-1
+// template digest is all zeros.
+func (c *Collector) isViolation(rec []byte) bool {
+	es, err := template.DecodeAll(rec, template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
+	return err == nil && len(es) == 1 && bytes.Equal(es[0].Digests[0].Value, make([]byte, 20))
+}
+
+func recordsEqual(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // ErrPartlyCarried is returned when a kexec dump ran out of room inside a
@@ -383,7 +525,7 @@ func (c *Collector) CycleFlavour(f Flavour) (Result, error) {
 	if c.stuck != nil {
 		return Result{}, c.stuck
 	}
-	if err := c.resolvePending(); err != nil {
+	if err := c.resolvePending(false); err != nil {
 		return Result{}, err
 	}
 	if f == DeleteN {
@@ -600,37 +742,50 @@ func (c *Collector) finish(res Result, derr error, n int, isN bool) (Result, err
 	}
 }
 
-// kernelRecords reads up to max records (all if max < 0) from the head of
-// the kernel's staged list and then its current list, as a reader. Holding
-// both files open keeps writers out, so the two reads are consistent.
-func (c *Collector) kernelRecords(max int) ([][]byte, error) {
-	names := []string{staging.BinaryRuntimeMeasurementsStaged, staging.BinaryRuntimeMeasurements}
-	files := make([]staging.File, 0, 2)
+// kernelLists reads the kernel's staged and current lists, as a reader.
+// Holding both files open keeps writers out, so the two reads are
+// consistent.
+func (c *Collector) kernelLists() (staged, current [][]byte, err error) {
+	var files [2]staging.File
 	defer func() {
 		for _, f := range files {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 		}
 	}()
-	for _, name := range names {
+	for i, name := range []string{staging.BinaryRuntimeMeasurementsStaged, staging.BinaryRuntimeMeasurements} {
 		f, err := c.openRetry(name, os.O_RDONLY)
-		if errors.Is(err, syscall.ENOENT) && name == staging.BinaryRuntimeMeasurementsStaged {
+		if errors.Is(err, syscall.ENOENT) && i == 0 {
 			continue // CONFIG_IMA_STAGING=n: no staged list
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		files = append(files, f)
+		files[i] = f
 	}
-	var out [][]byte
-	for _, f := range files {
-		recs, err := c.readRecords(f, false)
-		if err != nil {
-			return nil, err
+	var lists [2][][]byte
+	for i, f := range files {
+		if f == nil {
+			continue
 		}
-		out = append(out, recs...)
-		if max >= 0 && len(out) >= max {
-			return out[:max], nil
+		if lists[i], err = c.readRecords(f, false); err != nil {
+			return nil, nil, err
 		}
+	}
+	return lists[0], lists[1], nil
+}
+
+// kernelRecords returns the kernel's staged then current records, at most
+// max (all if max < 0).
+func (c *Collector) kernelRecords(max int) ([][]byte, error) {
+	staged, current, err := c.kernelLists()
+	if err != nil {
+		return nil, err
+	}
+	out := append(staged, current...)
+	if max >= 0 && len(out) > max {
+		out = out[:max]
 	}
 	return out, nil
 }

@@ -68,14 +68,28 @@
 //
 // Answers that say the kernel kept the records (ESTALE; EINVAL and ENOENT
 // to N) abort the batch at once. A sealed batch whose answer was not
-// recorded (a crash between the seal and the commit) is decided from the
-// kernel: if its lists, staged then current, still start with the batch's
-// records, the kernel kept them and the batch is aborted; otherwise it is
-// committed. A DeleteN cycle first saves and deletes whatever another
-// actor left staged, so its batch is always at that head while kept. This
-// is exact unless the records that follow a deleted batch repeat it byte
-// for byte, which only repeated violation records (or duplicates let in by
-// ima_flush_htable) can do.
+// recorded (a crash between the kernel's deletion and the commit, or
+// before the deletion) is decided from kernel facts, with the flavour the
+// seal records:
+//
+//   - a prompt batch in the same kernel is the whole staged list, which only
+//     D empties: the kernel kept it exactly when its staged list still holds
+//     it;
+//   - otherwise a kept batch is at the head of the kernel's lists, staged
+//     then current (an N batch is taken while nothing is staged; a kexec
+//     restores staged then current first): a head that does not start with
+//     the batch means it was deleted;
+//   - a head that does start with it is either the batch, kept, or copies of
+//     it appended after the deletion, which only repeated records can be
+//     (violations; duplicates let in by ima_flush_htable or
+//     CONFIG_IMA_DISABLE_HTABLE). Options.PCRs decides it exactly: of
+//     "store ++ batch ++ kernel" and "store ++ kernel", exactly one replays
+//     to PCR 10 (the lists and the PCRs are read twice, 20 ms apart, and
+//     used only when unchanged, so that no extend is still under way).
+//     Without it, a batch holding a record that is not a violation is
+//     kept (exact while the hash table keeps the digests of deleted
+//     records), and a batch of violations only is ErrAmbiguous and stays
+//     pending.
 //
 // A kexec whose dump ran out of room inside a pending batch (the new list
 // starts with the batch's first records, then the new boot_aggregate) is

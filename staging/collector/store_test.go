@@ -2,7 +2,6 @@ package collector
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -151,14 +150,70 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
-// TestKnownLimitRepeatedViolation shows the one case doc.go says the
-// pending-batch decision cannot get right: a crash between the kernel's
-// deletion and the store's commit, when a later record repeats the deleted
-// batch byte for byte (a violation on the same path, twice). The restart
-// finds "the batch" still in the kernel's list, aborts it, and one copy is
-// lost from the served log. If the collector learns to tell these apart,
-// this test must be turned around.
-func TestKnownLimitRepeatedViolation(t *testing.T) {
+// TestRepeatedViolation: every record after the boot_aggregate is the
+// same violation, byte for byte, so a deleted batch is followed in the
+// kernel by copies of itself. A crash after the seal, before the kernel
+// deletes (StepSealed) or after it (StepDeleted), then more copies, and a
+// restart in the same kernel or after a kexec: the pending batch is
+// decided exactly (the staged list for a prompt batch in the same kernel,
+// the PCR replay otherwise), and no copy is lost or doubled.
+func TestRepeatedViolation(t *testing.T) {
+	for _, flav := range []Flavour{Prompt, DeleteN} {
+		for _, at := range []Step{StepSealed, StepDeleted} {
+			for _, dead := range []deadEvent{nothing, kexecWhileDead} {
+				t.Run(flav.String()+"/"+stepName(at)+"/"+dead.String(), func(t *testing.T) {
+					r := newRig(t, ima.Config{})
+					dir := t.TempDir()
+					crash := false
+					opts := r.options(flav)
+					opts.Hook = func(s Step) error {
+						if s == at && crash {
+							return errInjected
+						}
+						return nil
+					}
+					c, err := Open(dir, r.fs(), opts)
+					require.NoError(t, err)
+					_, err = c.Cycle()
+					require.NoError(t, err)
+					for range 3 {
+						r.sameViolation()
+					}
+					crash = true
+					_, err = c.Cycle()
+					require.ErrorIs(t, err, ErrCrashed)
+					require.NoError(t, c.Close())
+					for range 4 {
+						r.sameViolation() // the kernel's list now starts like the batch
+					}
+					opts = r.options(flav)
+					if dead == kexecWhileDead {
+						r.kexec()
+						opts = r.options(flav)
+						opts.NewBoot = Kexec
+					}
+					c, err = Open(dir, r.fs(), opts)
+					require.NoError(t, err)
+					defer c.Close()
+					r.check(c, "after the restart")
+					r.sameViolation()
+					_, err = c.Cycle()
+					require.NoError(t, err)
+					r.check(c, "after a cycle")
+					recs, err := c.Records(0)
+					require.NoError(t, err)
+					verifyPCR10(t, r.layout(), r.tpm, recs)
+				})
+			}
+		}
+	}
+}
+
+// TestRepeatedViolationWithoutPCRs: without Options.PCRs, a pending batch
+// of violations that the kernel's lists cannot decide is ErrAmbiguous, and
+// stays pending (nothing guessed, nothing lost) until a collector with a
+// PCR reader decides it.
+func TestRepeatedViolationWithoutPCRs(t *testing.T) {
 	r := newRig(t, ima.Config{})
 	dir := t.TempDir()
 	crash := false
@@ -173,26 +228,18 @@ func TestKnownLimitRepeatedViolation(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Cycle()
 	require.NoError(t, err)
-	same := func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		require.NoError(t, r.k.Violation("/var/log/same", nil, ima.CauseOpenWriters))
-		require.NoError(t, r.ref.Violation("/var/log/same", nil, ima.CauseOpenWriters))
-	}
-	same()
+	r.sameViolation()
 	crash = true
 	_, err = c.Cycle()
 	require.ErrorIs(t, err, ErrCrashed)
 	require.NoError(t, c.Close())
-	same() // the kernel's list now holds what looks like the batch
+	r.sameViolation()
+	opts = r.options(DeleteN)
+	opts.PCRs = nil
+	_, err = Open(dir, r.fs(), opts)
+	require.ErrorIs(t, err, ErrAmbiguous)
 	c, err = Open(dir, r.fs(), r.options(DeleteN))
 	require.NoError(t, err)
 	defer c.Close()
-	recs, err := c.Records(0)
-	require.NoError(t, err)
-	want := r.want()
-	require.Len(t, decode(t, r.layout(), want), 3, "boot_aggregate and the violation twice")
-	require.Len(t, recs, 2, "one of the two identical violations is lost")
-	require.Equal(t, want[:len(want)-len(recs[1])], bytes.Join(recs, nil))
-	t.Logf("known limit (doc.go): %d records served, %d in the unstaged log", len(recs), 3)
+	r.check(c)
 }
