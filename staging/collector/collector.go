@@ -301,19 +301,24 @@ func (c *Collector) resolvePending(kexeced bool) error {
 // given to decide: the batch stays pending.
 var ErrAmbiguous = errors.New("collector: cannot tell whether the kernel deleted a pending batch")
 
-// pcrSettle is how long decideByPCRs waits between its two readings of the
-// lists and the PCRs. The kernel appends a record, then extends the TPM
-// (both under ima_extend_list_mutex); the wait outlasts an extend that was
-// still under way at the first reading.
+// pcrSettle is how long decideByPCRs waits before it trusts that the last
+// record of the kernel's lists is in the PCRs. The kernel appends a record,
+// then extends the TPM (both under ima_extend_list_mutex); the wait
+// outlasts an extend that was still under way.
 const pcrSettle = 20 * time.Millisecond
 
 // decideByPCRs decides a pending batch p from the TPM: the log since boot
 // is either the store's records, p, then the kernel's lists (the kernel
 // deleted p: commit) or the store's records then the kernel's lists (it
-// kept p); exactly one of them replays to the PCRs. The lists and the PCRs
-// are read twice, pcrSettle apart; only a reading that did not change is
-// used, so that the lists hold exactly what the PCRs cover. It retries
-// while records keep arriving, or while both or neither candidate matches.
+// kept p); exactly one of them replays, as a whole, to the PCRs.
+//
+// The PCRs are read before and after the lists; only a reading where they
+// did not change is used. Then every record of the lists but perhaps the
+// last (one whose extend is still under way: the kernel extends under the
+// mutex it appends under, so only one can be) is in the PCRs. If the other
+// candidate matches all but its last record, which only a batch of one
+// repeated record allows, the reading is repeated after pcrSettle and
+// used only if nothing changed. It retries while records keep arriving.
 func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
 	read := func() (eventlog.Target, [][]byte, error) {
 		t, err := c.opts.PCRs()
@@ -321,61 +326,75 @@ func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
 			return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
 		}
 		staged, current, err := c.kernelLists()
-		return t, append(staged, current...), err
+		if err != nil {
+			return t, nil, err
+		}
+		t2, err := c.opts.PCRs()
+		if err != nil {
+			return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
+		}
+		if !reflect.DeepEqual(t, t2) {
+			return t, nil, nil // records arrived meanwhile
+		}
+		return t, append(staged, current...), nil
 	}
-	backoff := pcrSettle
-	for attempt := 0; attempt < 30; attempt++ {
+	backoff := time.Millisecond
+	for attempt := 0; attempt < 60; attempt++ {
 		if attempt > 0 {
 			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
+			backoff = min(2*backoff, 500*time.Millisecond)
 		}
-		t1, head1, err := read()
+		t, head, err := read()
 		if err != nil {
 			return false, err
 		}
-		time.Sleep(pcrSettle)
-		t2, head2, err := read()
-		if err != nil {
-			return false, err
-		}
-		if !reflect.DeepEqual(t1, t2) || len(head1) != len(head2) || !recordsEqual(head1, head2) {
-			continue // records arrived meanwhile
+		if head == nil {
+			continue
 		}
 		store := c.st.log.records
-		deleted, err := c.replaysTo(t1, store, p, head1)
+		dN, dLen, err := c.replayedBy(t, store, p, head)
 		if err != nil {
 			return false, err
 		}
-		kept, err := c.replaysTo(t1, store, head1)
+		kN, kLen, err := c.replayedBy(t, store, head)
 		if err != nil {
 			return false, err
 		}
-		if deleted != kept {
-			return deleted, nil
+		deleted, kept := dN == dLen, kN == kLen
+		if deleted == kept {
+			continue // the last record is still being extended
 		}
+		if dN == dLen-1 || kN == kLen-1 {
+			time.Sleep(pcrSettle)
+			t2, head2, err := read()
+			if err != nil {
+				return false, err
+			}
+			if head2 == nil || !reflect.DeepEqual(t, t2) || !recordsEqual(head, head2) {
+				continue
+			}
+		}
+		return deleted, nil
 	}
 	return false, fmt.Errorf("%w: the replay of the log since boot did not settle on one answer", ErrAmbiguous)
 }
 
-// replaysTo reports whether the concatenation of parts, as a whole,
-// replays to t.
-func (c *Collector) replaysTo(t eventlog.Target, parts ...[][]byte) (bool, error) {
+// replayedBy returns how many records of the concatenation of parts
+// replay to t (-1 if no prefix does), and how many there are.
+func (c *Collector) replayedBy(t eventlog.Target, parts ...[][]byte) (n, total int, err error) {
 	var recs [][]byte
 	for _, p := range parts {
 		recs = append(recs, p...)
 	}
 	el, err := eventlog.ParseEventLog(bytes.Join(recs, nil), eventlog.Options{Order: c.layout.Order()})
 	if err != nil {
-		return false, err
+		return 0, 0, err
 	}
-	n, _, err := el.ReplayUntil(t, eventlog.ReplayOptions{})
+	n, _, err = el.ReplayUntil(t, eventlog.ReplayOptions{})
 	if errors.Is(err, eventlog.ErrNotReached) {
-		return false, nil
+		return -1, len(recs), nil
 	}
-	if err != nil {
-		return false, err
-	}
-	return n == len(recs), nil
+	return n, len(recs), err
 }
 
 // isViolation reports whether a stored record is a violation: its SHA-1

@@ -47,6 +47,9 @@ func TestLock(t *testing.T) {
 const lockHelperEnv = "IMASIM_COLLECTOR_LOCK_HELPER"
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(killChildEnv); spec != "" {
+		killChild(spec) // never returns
+	}
 	if dir := os.Getenv(lockHelperEnv); dir != "" {
 		s, err := openStore(dir)
 		if err != nil {
