@@ -40,12 +40,13 @@ import (
 // Environment of the child: killChildEnv holds "socket,store,flavour,bootid".
 //
 // IMASIM_KILLLOOP_KILLS sets the number of kills per case (default
-// killLoopKills); for example
+// killLoopKills, killLoopKillsShort with -short); for example
 //
 //	IMASIM_KILLLOOP_KILLS=500 go test -run TestKillLoop -v ./staging/collector
 const (
-	killChildEnv  = "IMASIM_COLLECTOR_KILL_CHILD"
-	killLoopKills = 100
+	killChildEnv       = "IMASIM_COLLECTOR_KILL_CHILD"
+	killLoopKills      = 100
+	killLoopKillsShort = 40
 )
 
 // ---- the parent's side: the kernel as a service ----
@@ -337,6 +338,9 @@ func killChild(spec string) {
 // or doubled, and it replays to PCR 10.
 func TestKillLoop(t *testing.T) {
 	kills := killLoopKills
+	if testing.Short() {
+		kills = killLoopKillsShort
+	}
 	if s := os.Getenv("IMASIM_KILLLOOP_KILLS"); s != "" {
 		var err error
 		kills, err = strconv.Atoi(s)
@@ -394,6 +398,7 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 	spec := strings.Join([]string{sock, dir, flav, r.kernel().BootID()}, ",")
 	var ballast string
 	cycles, fullCycles := 0, 0
+	est := 5 * time.Millisecond
 	for kill := range kills {
 		if fullDisk && kill%4 == 1 {
 			if ballast == "" {
@@ -417,13 +422,16 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 			}
 		}()
 		// Kill before the collector is open, sometimes; usually a few
-		// cycles in.
+		// cycles in, at a random point of a cycle (est is how long a
+		// cycle takes, measured as the loop goes).
 		var timer <-chan time.Time
+		at := func() <-chan time.Time { return time.After(time.Duration(rng.Int64N(int64(2*est) + 1))) }
 		if rng.IntN(5) == 0 {
 			timer = time.After(time.Duration(rng.IntN(20)) * time.Millisecond)
 		}
-		want := rng.IntN(6)
+		want := rng.IntN(4)
 		n := 0
+		last := time.Now()
 	wait:
 		for {
 			select {
@@ -437,15 +445,20 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 					cmd.Process.Kill()
 					cmd.Wait()
 					t.Fatalf("kill %d: child: %s", kill, line)
-				case line == "open" && timer == nil:
-					timer = time.After(time.Duration(rng.IntN(15)) * time.Millisecond)
+				case line == "open":
+					last = time.Now()
+					if timer == nil && want == 0 {
+						timer = at()
+					}
 				case strings.HasPrefix(line, "cycle"):
 					cycles++
 					if strings.Contains(line, "disk full") {
 						fullCycles++
 					}
-					if n++; n > want && timer == nil {
-						break wait
+					est = (3*est + time.Since(last)) / 4
+					last = time.Now()
+					if n++; n >= want && timer == nil {
+						timer = at()
 					}
 				}
 			case <-timer:
