@@ -98,6 +98,22 @@
 // Records are numbered from the cold boot: a reboot starts a new log in the
 // store (Options.NewBoot = Reboot), a kexec continues it (Kexec).
 //
+// # Tests
+//
+// Crash tests stop cycles at every step (Options.Hook) and damage stores
+// byte by byte. TestKillLoop runs the collector in a child process that
+// reaches a simulated kernel in the test process over a unix socket, kills
+// it with SIGKILL at random moments and restarts it on the same store, with
+// every record a repeated violation, and on a small tmpfs filled and
+// freed over and over; the store must then serve the log as if staging
+// never happened. It runs 100 kills per case (40 with -short, as CI's race
+// run does); the long form sets the count:
+//
+//	IMASIM_KILLLOOP_KILLS=1000 go test -run TestKillLoop -v ./staging/collector
+//
+// The full-disk tests mount a tmpfs and are skipped, with one line, where
+// mounting is not permitted.
+//
 // # Lock order
 //
 // Collector.mu (one cycle or one serving request at a time), then the

@@ -153,6 +153,36 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
+// crashAmidRepeats opens a collector of flavour flav on dir, runs a cycle,
+// adds before copies of one violation, crashes the next cycle at step at,
+// closes the collector and adds after more copies: the kernel's list now
+// starts like the crashed cycle's batch.
+func crashAmidRepeats(t *testing.T, r *rig, dir string, flav Flavour, at Step, before, after int) {
+	t.Helper()
+	crash := false
+	opts := r.options(flav)
+	opts.Hook = func(s Step) error {
+		if s == at && crash {
+			return errInjected
+		}
+		return nil
+	}
+	c, err := Open(dir, r.fs(), opts)
+	require.NoError(t, err)
+	_, err = c.Cycle()
+	require.NoError(t, err)
+	for range before {
+		r.sameViolation()
+	}
+	crash = true
+	_, err = c.Cycle()
+	require.ErrorIs(t, err, ErrCrashed)
+	require.NoError(t, c.Close())
+	for range after {
+		r.sameViolation()
+	}
+}
+
 // TestRepeatedViolation: every record after the boot_aggregate is the
 // same violation, byte for byte, so a deleted batch is followed in the
 // kernel by copies of itself. A crash after the seal, before the kernel
@@ -167,35 +197,14 @@ func TestRepeatedViolation(t *testing.T) {
 				t.Run(flav.String()+"/"+stepName(at)+"/"+dead.String(), func(t *testing.T) {
 					r := newRig(t, ima.Config{})
 					dir := t.TempDir()
-					crash := false
+					crashAmidRepeats(t, r, dir, flav, at, 3, 4)
 					opts := r.options(flav)
-					opts.Hook = func(s Step) error {
-						if s == at && crash {
-							return errInjected
-						}
-						return nil
-					}
-					c, err := Open(dir, r.fs(), opts)
-					require.NoError(t, err)
-					_, err = c.Cycle()
-					require.NoError(t, err)
-					for range 3 {
-						r.sameViolation()
-					}
-					crash = true
-					_, err = c.Cycle()
-					require.ErrorIs(t, err, ErrCrashed)
-					require.NoError(t, c.Close())
-					for range 4 {
-						r.sameViolation() // the kernel's list now starts like the batch
-					}
-					opts = r.options(flav)
 					if dead == kexecWhileDead {
 						r.kexec()
 						opts = r.options(flav)
 						opts.NewBoot = Kexec
 					}
-					c, err = Open(dir, r.fs(), opts)
+					c, err := Open(dir, r.fs(), opts)
 					require.NoError(t, err)
 					defer c.Close()
 					r.check(c, "after the restart")
@@ -219,29 +228,12 @@ func TestRepeatedViolation(t *testing.T) {
 func TestRepeatedViolationWithoutPCRs(t *testing.T) {
 	r := newRig(t, ima.Config{})
 	dir := t.TempDir()
-	crash := false
+	crashAmidRepeats(t, r, dir, DeleteN, StepDeleted, 1, 1)
 	opts := r.options(DeleteN)
-	opts.Hook = func(s Step) error {
-		if s == StepDeleted && crash {
-			return errInjected
-		}
-		return nil
-	}
-	c, err := Open(dir, r.fs(), opts)
-	require.NoError(t, err)
-	_, err = c.Cycle()
-	require.NoError(t, err)
-	r.sameViolation()
-	crash = true
-	_, err = c.Cycle()
-	require.ErrorIs(t, err, ErrCrashed)
-	require.NoError(t, c.Close())
-	r.sameViolation()
-	opts = r.options(DeleteN)
 	opts.PCRs = nil
-	_, err = Open(dir, r.fs(), opts)
+	_, err := Open(dir, r.fs(), opts)
 	require.ErrorIs(t, err, ErrAmbiguous)
-	c, err = Open(dir, r.fs(), r.options(DeleteN))
+	c, err := Open(dir, r.fs(), r.options(DeleteN))
 	require.NoError(t, err)
 	defer c.Close()
 	r.check(c)
