@@ -172,6 +172,10 @@ func Open(dir string, fsys staging.FS, opts Options) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{st: st, fsys: fsys, opts: opts, layout: layout}
+	if err := c.checkTail(opts.BootID, opts.NewBoot); err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := c.reconcile(opts.BootID, opts.NewBoot); err != nil {
 		st.close()
 		return nil, err
@@ -210,6 +214,32 @@ func (c *Collector) SwitchKernel(fsys staging.FS, bootID string, kind BootKind) 
 		c.stuck = err
 	}
 	return err
+}
+
+// ErrTailNotInKernel is returned by Open when records found after the
+// store's durable end, which recovery would cut (the kernel was never asked
+// to delete them), are not at the head of the kernel's lists: cutting them
+// would lose them. The store is left as it is.
+var ErrTailNotInKernel = errors.New("collector: records after the store's durable end are not in the kernel")
+
+// checkTail checks, before recovery cuts the records written after the
+// store's durable end, that the kernel still holds them at the head of its
+// lists, staged then current (where a prompt batch is, staged, and an N
+// batch, at the head of the current list; a kexec restores both first),
+// then lets recovery cut them. After a reboot the old kernel's lists are
+// gone and nothing can be checked.
+func (c *Collector) checkTail(bootID string, kind BootKind) error {
+	st := c.st
+	if cur := st.currentBoot(); len(st.tail) > 0 && (cur == bootID || kind == Kexec) {
+		head, err := c.kernelRecords(len(st.tail))
+		if err != nil {
+			return err
+		}
+		if !recordsEqual(head, st.tail) {
+			return fmt.Errorf("%w: %d records (store %s, after record %d)", ErrTailNotInKernel, len(st.tail), st.dir, len(st.log.records))
+		}
+	}
+	return st.finishRecovery()
 }
 
 func (c *Collector) reconcile(bootID string, kind BootKind) error {

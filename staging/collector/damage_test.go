@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imasim/imasim/ima"
+	"github.com/imasim/imasim/staging"
 	"github.com/stretchr/testify/require"
 )
 
@@ -413,4 +414,38 @@ func TestCorruptLastSegment(t *testing.T) {
 		require.NoError(t, os.Truncate(d.path(f.seg), f.off))
 		d.openCorrupt(t, f.seg, f.off, committedBefore(d, prev.seg, prev.off))
 	})
+}
+
+// TestTailNotInKernel: records written after the store's durable end
+// (never sealed, so never deleted by this collector) are cut by recovery
+// only if the kernel still holds them. Here another actor deleted them
+// while the collector was down: Open refuses, leaving the store as it is,
+// rather than lose them.
+func TestTailNotInKernel(t *testing.T) {
+	r := newRig(t, ima.Config{})
+	dir := t.TempDir()
+	opts := r.options(Prompt)
+	crash := false
+	opts.Hook = func(s Step) error {
+		if s == StepWritten && crash {
+			return errInjected
+		}
+		return nil
+	}
+	c, err := Open(dir, r.fs(), opts)
+	require.NoError(t, err)
+	r.measure(5)
+	_, err = c.Cycle()
+	require.NoError(t, err)
+	r.measure(4)
+	crash = true
+	_, err = c.Cycle()
+	require.ErrorIs(t, err, ErrCrashed)
+	require.NoError(t, c.Close())
+	require.NoError(t, staging.WriteFile(r.other(), staging.BinaryRuntimeMeasurementsStaged, []byte("D\n")))
+	d := &damagedStore{r: r, dir: dir}
+	before := d.snapshot(t)
+	_, err = Open(dir, r.fs(), r.options(Prompt))
+	require.ErrorIs(t, err, ErrTailNotInKernel)
+	require.Equal(t, before, d.snapshot(t), "a refused Open changed the store")
 }

@@ -60,6 +60,9 @@
 // what lies after it: records never sealed, or sealed but never covered by
 // the manifest (the kernel was never asked to delete them), or a commit
 // that was not yet durable (the batch is decided again from the kernel).
+// Before it cuts records, Open checks that the kernel still holds them at
+// the head of its lists (ErrTailNotInKernel otherwise, the store left as it
+// is); after a reboot there is nothing to check against.
 // Anything missing before the durable end (a segment cut short, removed,
 // or with a bad frame; a record count that differs from the manifest's) is
 // a CorruptError naming the segment, offset and record number: committed

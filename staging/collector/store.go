@@ -196,6 +196,12 @@ type store struct {
 	log     logState
 	// truncated reports what recovery cut off after the durable end.
 	truncated int64
+	// recovering is set from recover to finishRecovery: tail holds the
+	// records found after the durable end, still in the segment, and
+	// newerSegment says a segment was being started after it.
+	recovering   bool
+	tail         [][]byte
+	newerSegment bool
 	// failed is set when a failed write could not be undone: the store
 	// must be reopened (recovery cuts what the manifest does not cover).
 	failed error
@@ -428,9 +434,6 @@ func (s *store) recover() error {
 			return &CorruptError{Segment: segName(last), Record: len(st.records),
 				Reason: fmt.Sprintf("segment of %d bytes is newer than the manifest (whose durable end is in %s)", size, segName(end.seg))}
 		}
-		if err := s.truncateFile(last, 0); err != nil {
-			return err
-		}
 	}
 	if uint64(len(st.records)) != end.records || st.state == batchPending != (end.pending > 0) ||
 		st.state == batchPending && uint64(len(st.pending)) != end.pending || len(st.unsealed) > 0 {
@@ -438,20 +441,73 @@ func (s *store) recover() error {
 			Reason: fmt.Sprintf("the segments hold %d committed records, %d pending and %d unsealed at the durable end; the manifest says %d committed and %d pending",
 				len(st.records), len(st.pending), len(st.unsealed), end.records, end.pending)}
 	}
+	s.log = st
+	s.recovering, s.newerSegment = true, last == end.seg+1
 	if last >= end.seg {
-		if size := s.fileSize(end.seg); size > end.offset {
-			s.truncated += size - end.offset
-			if err := s.truncateFile(end.seg, end.offset); err != nil {
-				return err
-			}
+		s.tail, err = s.tailRecords(end)
+	}
+	return err
+}
+
+// tailRecords returns the records of the whole frames that follow the
+// durable end: records written and perhaps sealed, whose seal the
+// manifest does not cover, so the kernel was never asked to delete them.
+func (s *store) tailRecords(end manifest) ([][]byte, error) {
+	f, err := s.openFile(segName(end.seg), os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, end.offset, maxFramePayload))
+	if err != nil {
+		return nil, err
+	}
+	var recs [][]byte
+	for len(b) >= frameHeader {
+		length := int(binary.LittleEndian.Uint32(b))
+		if length > len(b)-frameHeader {
+			break
+		}
+		typ, payload := b[8], b[frameHeader:frameHeader+length]
+		if crc32.Update(crc32.Checksum([]byte{typ}, castagnoli), castagnoli, payload) != binary.LittleEndian.Uint32(b[4:]) {
+			break
+		}
+		if typ == frameRecord {
+			recs = append(recs, payload)
+		}
+		b = b[frameHeader+length:]
+	}
+	return recs, nil
+}
+
+// finishRecovery cuts what lies after the durable end (see tailRecords)
+// and opens the store for appending. Open calls it once it has checked
+// that the kernel still holds the tail's records.
+func (s *store) finishRecovery() error {
+	if !s.recovering {
+		return nil
+	}
+	s.recovering = false
+	end := s.man
+	if s.newerSegment {
+		// A crash while a segment was being started, before the
+		// manifest moved to it: it holds at most its link.
+		if err := s.truncateFile(end.seg+1, 0); err != nil {
+			return err
 		}
 	}
-	s.log = st
+	if size := s.fileSize(end.seg); size > end.offset {
+		s.truncated += size - end.offset
+		if err := s.truncateFile(end.seg, end.offset); err != nil {
+			return err
+		}
+	}
+	s.tail = nil
 	if err := s.openSegment(end.seg); err != nil {
 		return err
 	}
-	if last == end.seg+1 {
-		return s.openSegment(last)
+	if s.newerSegment {
+		return s.openSegment(end.seg + 1)
 	}
 	return nil
 }
