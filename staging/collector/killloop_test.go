@@ -331,7 +331,7 @@ func killChild(spec string) {
 // restarts it on the same store, while the kernel records violations that
 // are all the same, byte for byte (so a deleted batch is followed by
 // copies of itself), in bursts. Prompt, N, and both alternating on a store
-// whose 256k tmpfs is filled and freed over and over. After every kill the
+// whose small tmpfs is filled and freed over and over. After every kill the
 // kernel's writer bookkeeping must be back to zero (a child holding two
 // writer descriptors would leave it stuck); at the end, a collector on the
 // store serves exactly the log of a kernel without staging: no record lost
@@ -370,7 +370,9 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 	base := t.TempDir()
 	storeParent := base
 	if fullDisk {
-		storeParent = smallDisk(t, "256k")
+		// Room for the log of the whole run (about 10 records of 110
+		// bytes per kill) once the ballast is gone.
+		storeParent = smallDisk(t, fmt.Sprintf("%dk", max(256, 2*kills)))
 	}
 	dir := filepath.Join(storeParent, "store")
 	sock := filepath.Join(base, "kernel.sock")
