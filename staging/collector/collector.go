@@ -350,24 +350,7 @@ const pcrSettle = 20 * time.Millisecond
 // repeated record allows, the reading is repeated after pcrSettle and
 // used only if nothing changed. It retries while records keep arriving.
 func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
-	read := func() (eventlog.Target, [][]byte, error) {
-		t, err := c.opts.PCRs()
-		if err != nil {
-			return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
-		}
-		staged, current, err := c.kernelLists()
-		if err != nil {
-			return t, nil, err
-		}
-		t2, err := c.opts.PCRs()
-		if err != nil {
-			return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
-		}
-		if !reflect.DeepEqual(t, t2) {
-			return t, nil, nil // records arrived meanwhile
-		}
-		return t, append(staged, current...), nil
-	}
+	read := c.pcrReading
 	backoff := time.Millisecond
 	for attempt := 0; attempt < 60; attempt++ {
 		if attempt > 0 {
@@ -407,6 +390,29 @@ func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
 		return deleted, nil
 	}
 	return false, fmt.Errorf("%w: the replay of the log since boot did not settle on one answer", ErrAmbiguous)
+}
+
+// pcrReading reads the PCRs, the kernel's lists (staged then current),
+// and the PCRs again. It returns the lists only if the PCRs did not change
+// meanwhile: then every record of the lists is in the PCRs, but perhaps
+// the last (its extend still under way).
+func (c *Collector) pcrReading() (eventlog.Target, [][]byte, error) {
+	t, err := c.opts.PCRs()
+	if err != nil {
+		return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
+	}
+	staged, current, err := c.kernelLists()
+	if err != nil {
+		return t, nil, err
+	}
+	t2, err := c.opts.PCRs()
+	if err != nil {
+		return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
+	}
+	if !reflect.DeepEqual(t, t2) {
+		return t, nil, nil // records arrived meanwhile
+	}
+	return t, append(staged, current...), nil
 }
 
 // replayedBy returns how many records of the concatenation of parts
@@ -479,8 +485,36 @@ func (c *Collector) checkPartlyCarried() error {
 	if err != nil || len(es) != 1 || eventName(es[0]) != template.BootAggregateName {
 		return nil
 	}
+	if carried, err := c.wholeBatchReplays(p); err != nil || carried {
+		return err
+	}
 	return fmt.Errorf("%w: %d of its %d records came back, then the new kernel's boot_aggregate; %d saved records the kernel lost are in the store",
 		ErrPartlyCarried, j, len(p), len(p)-j)
+}
+
+// wholeBatchReplays reports whether the log "store ++ p ++ the kernel's
+// lists" replays to the PCRs (all of it, or all but a last record still
+// being extended): then the records the new list starts with are not a
+// cut-short copy of p but later records that repeat it, since a dump cut
+// inside p loses records the TPM has. Without Options.PCRs it reports
+// false. It retries while records keep arriving.
+func (c *Collector) wholeBatchReplays(p [][]byte) (bool, error) {
+	if c.opts.PCRs == nil {
+		return false, nil
+	}
+	for attempt := 0; attempt < 60; attempt++ {
+		t, head, err := c.pcrReading()
+		if err != nil || head == nil {
+			if err != nil {
+				return false, err
+			}
+			time.Sleep(time.Millisecond << min(attempt, 9))
+			continue
+		}
+		n, total, err := c.replayedBy(t, c.st.log.records, p, head)
+		return err == nil && n >= total-1, err
+	}
+	return false, nil
 }
 
 // eventName returns an entry's n-ng (or n) field without its NUL, or "".

@@ -96,7 +96,10 @@
 //
 // A kexec whose dump ran out of room inside a pending batch (the new list
 // starts with the batch's first records, then the new boot_aggregate) is
-// reported as ErrPartlyCarried rather than guessed at.
+// reported as ErrPartlyCarried rather than guessed at. Repeated records
+// can make the same pattern (a deleted batch of violations, then fewer
+// copies of it, then a kexec); with Options.PCRs the replay tells them
+// apart: a cut dump lost records the TPM has.
 //
 // Records are numbered from the cold boot: a reboot starts a new log in the
 // store (Options.NewBoot = Reboot), a kexec continues it (Kexec).

@@ -13,6 +13,10 @@ import (
 	"time"
 
 	"github.com/imasim/imasim/ima"
+	"github.com/imasim/imasim/ima/eventlog"
+	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/staging"
+	"github.com/imasim/imasim/tpmext"
 	"github.com/stretchr/testify/require"
 )
 
@@ -187,35 +191,39 @@ func crashAmidRepeats(t *testing.T, r *rig, dir string, flav Flavour, at Step, b
 // same violation, byte for byte, so a deleted batch is followed in the
 // kernel by copies of itself. A crash after the seal, before the kernel
 // deletes (StepSealed) or after it (StepDeleted), then more copies, and a
-// restart in the same kernel or after a kexec: the pending batch is
+// restart in the same kernel or after a kexec (with fewer copies after the
+// batch than in it, the new list looks like a kexec dump cut inside the
+// batch, ErrPartlyCarried, unless the PCRs say otherwise): the pending batch is
 // decided exactly (the staged list for a prompt batch in the same kernel,
 // the PCR replay otherwise), and no copy is lost or doubled.
 func TestRepeatedViolation(t *testing.T) {
 	for _, flav := range []Flavour{Prompt, DeleteN} {
 		for _, at := range []Step{StepSealed, StepDeleted} {
 			for _, dead := range []deadEvent{nothing, kexecWhileDead} {
-				t.Run(flav.String()+"/"+stepName(at)+"/"+dead.String(), func(t *testing.T) {
-					r := newRig(t, ima.Config{})
-					dir := t.TempDir()
-					crashAmidRepeats(t, r, dir, flav, at, 3, 4)
-					opts := r.options(flav)
-					if dead == kexecWhileDead {
-						r.kexec()
-						opts = r.options(flav)
-						opts.NewBoot = Kexec
-					}
-					c, err := Open(dir, r.fs(), opts)
-					require.NoError(t, err)
-					defer c.Close()
-					r.check(c, "after the restart")
-					r.sameViolation()
-					_, err = c.Cycle()
-					require.NoError(t, err)
-					r.check(c, "after a cycle")
-					recs, err := c.Records(0)
-					require.NoError(t, err)
-					verifyPCR10(t, r.layout(), r.tpm, recs)
-				})
+				for _, after := range []int{2, 4} {
+					t.Run(fmt.Sprintf("%s/%s/%s/%d-after", flav, stepName(at), dead, after), func(t *testing.T) {
+						r := newRig(t, ima.Config{})
+						dir := t.TempDir()
+						crashAmidRepeats(t, r, dir, flav, at, 3, after)
+						opts := r.options(flav)
+						if dead == kexecWhileDead {
+							r.kexec()
+							opts = r.options(flav)
+							opts.NewBoot = Kexec
+						}
+						c, err := Open(dir, r.fs(), opts)
+						require.NoError(t, err)
+						defer c.Close()
+						r.check(c, "after the restart")
+						r.sameViolation()
+						_, err = c.Cycle()
+						require.NoError(t, err)
+						r.check(c, "after a cycle")
+						recs, err := c.Records(0)
+						require.NoError(t, err)
+						verifyPCR10(t, r.layout(), r.tpm, recs)
+					})
+				}
 			}
 		}
 	}
@@ -237,4 +245,45 @@ func TestRepeatedViolationWithoutPCRs(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	r.check(c)
+}
+
+// TestPartlyCarriedWithPCRs: a kexec dump that ran out of room inside a
+// pending batch is still ErrPartlyCarried when the PCRs are there to
+// read: the whole batch followed by what came back does not replay to
+// them (the TPM has the records the dump lost), unlike the same pattern
+// made by repeated records (TestRepeatedViolation).
+func TestPartlyCarriedWithPCRs(t *testing.T) {
+	tpm, err := tpmext.NewSoftware(tpmext.SHA1)
+	require.NoError(t, err)
+	// PAGE_SIZE 64: the kexec segment is sized at load for the
+	// boot_aggregate, with 32 bytes to spare.
+	k, err := ima.New(ima.Config{TPM: tpm, Staging: true, Kexec: true, PageSize: 64})
+	require.NoError(t, err)
+	_, err = k.KexecLoad()
+	require.NoError(t, err)
+	for _, p := range []string{"/a", "/b"} {
+		require.NoError(t, k.Measure(ima.File{Path: p, File: template.File{Content: []byte(p)}}))
+	}
+	pcrs := func() (eventlog.Target, error) {
+		v, err := tpm.ReadPCR(ima.DefaultMeasurePCR, tpmext.SHA1)
+		return eventlog.Target{PCRs: eventlog.Expected{tpmext.SHA1: {ima.DefaultMeasurePCR: v}}}, err
+	}
+	dir := t.TempDir()
+	c, err := Open(dir, k.FS(staging.Root(collectorTID)), Options{Flavour: DeleteN, BootID: k.BootID(), Layout: k.Layout(), PCRs: pcrs,
+		Hook: func(s Step) error {
+			if s == StepSealed {
+				return errInjected
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	_, err = c.Cycle() // saves boot_aggregate, /a, /b, then stops before N
+	require.ErrorIs(t, err, ErrCrashed)
+	require.NoError(t, c.Close())
+	k2, err := k.Kexec() // carries boot_aggregate and /a; /b does not fit
+	require.NoError(t, err)
+	res, _ := k2.Restored()
+	require.Equal(t, 2, res.Restored)
+	_, err = Open(dir, k2.FS(staging.Root(collectorTID)), Options{Flavour: DeleteN, BootID: k2.BootID(), NewBoot: Kexec, Layout: k2.Layout(), PCRs: pcrs})
+	require.ErrorIs(t, err, ErrPartlyCarried)
 }
