@@ -688,7 +688,7 @@ func (s *store) openSegment(n int) error {
 	var size [8]byte
 	binary.LittleEndian.PutUint64(size[:], uint64(s.size))
 	link := appendFrame(nil, frame{frameLink, size[:]})
-	old := *s
+	oldSeg, oldN, oldSize := s.seg, s.segN, s.size
 	s.seg, s.segN, s.size = f, n, 0
 	err = s.write(link)
 	if err == nil {
@@ -698,18 +698,27 @@ func (s *store) openSegment(n int) error {
 		err = s.dirf.Sync()
 	}
 	if err == nil {
-		err = s.writeManifest(&s.log)
+		if err = s.writeManifest(&s.log); err != nil {
+			// The manifest may or may not have moved to the new
+			// segment, whose link is durable: either is a
+			// consistent store, but this process cannot tell which.
+			s.failed = fmt.Errorf("collector: store %s: writing %s failed (%v); reopen the store", s.dir, manifestName, err)
+			if oldSeg != nil {
+				oldSeg.Close()
+			}
+			return err
+		}
 	}
 	if err != nil {
 		// The manifest still ends in the previous segment: the new one
 		// is emptied (recovery would do the same) and forgotten.
 		f.Truncate(0)
 		f.Close()
-		s.seg, s.segN, s.size = old.seg, old.segN, old.size
+		s.seg, s.segN, s.size = oldSeg, oldN, oldSize
 		return err
 	}
-	if old.seg != nil {
-		old.seg.Close()
+	if oldSeg != nil {
+		oldSeg.Close()
 	}
 	s.durable = s.size
 	return nil
