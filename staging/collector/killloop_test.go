@@ -294,7 +294,8 @@ func killChild(spec string) {
 		fail(err)
 	}
 	rfs := remoteFS{client}
-	opts := Options{BootID: bootID, PCRs: rfs.pcrs, Backoff: time.Millisecond, Retries: 1000}
+	// Kexec: the parent may have kexec'd the kernel while no child ran.
+	opts := Options{BootID: bootID, NewBoot: Kexec, PCRs: rfs.pcrs, Backoff: time.Millisecond, Retries: 1000}
 	var c *Collector
 	for {
 		if c, err = Open(dir, rfs, opts); err == nil {
@@ -349,22 +350,27 @@ func TestKillLoop(t *testing.T) {
 	for _, tc := range []struct {
 		flav     string
 		fullDisk bool
+		kexec    bool // kexec the kernel now and then while no child runs
 	}{
-		{"prompt", false},
-		{"n", false},
-		{"mixed", true},
+		{"prompt", false, false},
+		{"n", false, false},
+		{"mixed", true, false},
+		{"mixed", false, true},
 	} {
 		name := tc.flav
 		if tc.fullDisk {
 			name += "-full-disk"
 		}
+		if tc.kexec {
+			name += "-kexec"
+		}
 		t.Run(name, func(t *testing.T) {
-			runKillLoop(t, tc.flav, tc.fullDisk, kills)
+			runKillLoop(t, tc.flav, tc.fullDisk, tc.kexec, kills)
 		})
 	}
 }
 
-func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
+func runKillLoop(t *testing.T, flav string, fullDisk, kexec bool, kills int) {
 	r := newRig(t, ima.Config{})
 	rng := rand.New(rand.NewPCG(uint64(len(flav)), 11))
 	base := t.TempDir()
@@ -397,7 +403,7 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 		}
 	}()
 
-	spec := strings.Join([]string{sock, dir, flav, r.kernel().BootID()}, ",")
+	kexecs := 0
 	var ballast string
 	cycles, fullCycles := 0, 0
 	est := 5 * time.Millisecond
@@ -411,6 +417,7 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 			}
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		spec := strings.Join([]string{sock, dir, flav, r.kernel().BootID()}, ",")
 		cmd.Env = append(os.Environ(), killChildEnv+"="+spec)
 		out, err := cmd.StdoutPipe()
 		require.NoError(t, err)
@@ -481,6 +488,10 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 		st := r.kernel().SecurityFS().MeasureState()
 		require.Zero(t, st.Users, "kill %d: the kernel's user count is stuck", kill)
 		require.False(t, st.HasWriter, "kill %d: the kernel still has a writer", kill)
+		if kexec && rng.IntN(8) == 0 {
+			r.kexec()
+			kexecs++
+		}
 	}
 	close(stop)
 	gen.Wait()
@@ -488,7 +499,9 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 		require.NoError(t, os.Remove(ballast))
 	}
 
-	c, err := Open(dir, r.fs(), r.options(Prompt))
+	opts := r.options(Prompt)
+	opts.NewBoot = Kexec // if the last kill was followed by one
+	c, err := Open(dir, r.fs(), opts)
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = c.Cycle()
@@ -496,8 +509,8 @@ func runKillLoop(t *testing.T, flav string, fullDisk bool, kills int) {
 	recs, err := c.Records(0)
 	require.NoError(t, err)
 	wantRecs := len(decode(t, r.layout(), r.want()))
-	t.Logf("%s: %d kills, %d cycles completed by the children (%d refused for a full disk), %d records in the log, %d committed, %d served, %d lost",
-		flav, kills, cycles, fullCycles, wantRecs, c.Committed(), len(recs), wantRecs-len(recs))
+	t.Logf("%s: %d kills, %d kexecs, %d cycles completed by the children (%d refused for a full disk), %d records in the log, %d committed, %d served, %d lost",
+		flav, kills, kexecs, cycles, fullCycles, wantRecs, c.Committed(), len(recs), wantRecs-len(recs))
 	r.check(c, "after the kill loop")
 	verifyPCR10(t, r.layout(), r.tpm, recs)
 	require.Greater(t, c.Committed(), 1, "the children never committed anything")
