@@ -395,7 +395,7 @@ func runKillLoop(t *testing.T, flav string, fullDisk, kexec bool, kills int) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(time.Duration(g.IntN(80)) * time.Millisecond):
+			case <-time.After(time.Duration(g.IntN(40)) * time.Millisecond):
 			}
 			for range 1 + g.IntN(6) {
 				r.sameViolation()
@@ -432,9 +432,14 @@ func runKillLoop(t *testing.T, flav string, fullDisk, kexec bool, kills int) {
 		}()
 		// Kill before the collector is open, sometimes; usually a few
 		// cycles in, at a random point of a cycle (est is how long a
-		// cycle takes, measured as the loop goes).
+		// cycle takes, measured as the loop goes) or within 15 ms.
 		var timer <-chan time.Time
-		at := func() <-chan time.Time { return time.After(time.Duration(rng.Int64N(int64(2*est) + 1))) }
+		at := func() <-chan time.Time {
+			if rng.IntN(2) == 0 {
+				return time.After(time.Duration(rng.IntN(15)) * time.Millisecond)
+			}
+			return time.After(time.Duration(rng.Int64N(int64(2*est) + 1)))
+		}
 		if rng.IntN(5) == 0 {
 			timer = time.After(time.Duration(rng.IntN(20)) * time.Millisecond)
 		}
