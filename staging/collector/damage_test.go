@@ -424,28 +424,11 @@ func TestCorruptLastSegment(t *testing.T) {
 func TestTailNotInKernel(t *testing.T) {
 	r := newRig(t, ima.Config{})
 	dir := t.TempDir()
-	opts := r.options(Prompt)
-	crash := false
-	opts.Hook = func(s Step) error {
-		if s == StepWritten && crash {
-			return errInjected
-		}
-		return nil
-	}
-	c, err := Open(dir, r.fs(), opts)
-	require.NoError(t, err)
-	r.measure(5)
-	_, err = c.Cycle()
-	require.NoError(t, err)
-	r.measure(4)
-	crash = true
-	_, err = c.Cycle()
-	require.ErrorIs(t, err, ErrCrashed)
-	require.NoError(t, c.Close())
+	crashCycle(t, r, dir, Prompt, StepWritten, func() { r.measure(1) }, 4, 0)
 	require.NoError(t, staging.WriteFile(r.other(), staging.BinaryRuntimeMeasurementsStaged, []byte("D\n")))
 	d := &damagedStore{r: r, dir: dir}
 	before := d.snapshot(t)
-	_, err = Open(dir, r.fs(), r.options(Prompt))
+	_, err := Open(dir, r.fs(), r.options(Prompt))
 	require.ErrorIs(t, err, ErrTailNotInKernel)
 	require.Equal(t, before, d.snapshot(t), "a refused Open changed the store")
 }

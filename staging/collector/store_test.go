@@ -157,11 +157,11 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
-// crashAmidRepeats opens a collector of flavour flav on dir, runs a cycle,
-// adds before copies of one violation, crashes the next cycle at step at,
-// closes the collector and adds after more copies: the kernel's list now
-// starts like the crashed cycle's batch.
-func crashAmidRepeats(t *testing.T, r *rig, dir string, flav Flavour, at Step, before, after int) {
+// crashCycle opens a collector of flavour flav on dir, runs a cycle, calls
+// add before times, crashes the next cycle at step at, closes the
+// collector and calls add after more times. With add r.sameViolation the
+// kernel's list then starts like the crashed cycle's batch.
+func crashCycle(t *testing.T, r *rig, dir string, flav Flavour, at Step, add func(), before, after int) {
 	t.Helper()
 	crash := false
 	opts := r.options(flav)
@@ -176,14 +176,14 @@ func crashAmidRepeats(t *testing.T, r *rig, dir string, flav Flavour, at Step, b
 	_, err = c.Cycle()
 	require.NoError(t, err)
 	for range before {
-		r.sameViolation()
+		add()
 	}
 	crash = true
 	_, err = c.Cycle()
 	require.ErrorIs(t, err, ErrCrashed)
 	require.NoError(t, c.Close())
 	for range after {
-		r.sameViolation()
+		add()
 	}
 }
 
@@ -204,7 +204,7 @@ func TestRepeatedViolation(t *testing.T) {
 					t.Run(fmt.Sprintf("%s/%s/%s/%d-after", flav, stepName(at), dead, after), func(t *testing.T) {
 						r := newRig(t, ima.Config{})
 						dir := t.TempDir()
-						crashAmidRepeats(t, r, dir, flav, at, 3, after)
+						crashCycle(t, r, dir, flav, at, r.sameViolation, 3, after)
 						opts := r.options(flav)
 						if dead == kexecWhileDead {
 							r.kexec()
@@ -236,7 +236,7 @@ func TestRepeatedViolation(t *testing.T) {
 func TestRepeatedViolationWithoutPCRs(t *testing.T) {
 	r := newRig(t, ima.Config{})
 	dir := t.TempDir()
-	crashAmidRepeats(t, r, dir, DeleteN, StepDeleted, 1, 1)
+	crashCycle(t, r, dir, DeleteN, StepDeleted, r.sameViolation, 1, 1)
 	opts := r.options(DeleteN)
 	opts.PCRs = nil
 	_, err := Open(dir, r.fs(), opts)
