@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"sync"
@@ -92,6 +93,14 @@ type Options struct {
 	// eventlog.QuoteTarget of a fresh quote, or PCR values read from the
 	// TPM as a target.
 	Quote func() (eventlog.Target, error)
+	// PCRs, if set, reads the PCRs the log extends (PCR 10, in one bank
+	// or more) from the TPM, as a target (eventlog.Target{PCRs: ...}, or
+	// eventlog.QuoteTarget of a fresh quote). A pending batch that the
+	// kernel's lists cannot decide (its records may have been deleted and
+	// then repeated byte for byte, as violations can be) is decided by
+	// replaying the log since boot against them. Without it such a batch
+	// of violations is ErrAmbiguous.
+	PCRs func() (eventlog.Target, error)
 	// Retries and Backoff bound the retries of an open refused with
 	// EBUSY (another actor has the files): Backoff doubles after each
 	// attempt up to one second. Zero values mean 50 attempts from 1 ms.
@@ -163,6 +172,10 @@ func Open(dir string, fsys staging.FS, opts Options) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{st: st, fsys: fsys, opts: opts, layout: layout}
+	if err := c.checkTail(opts.BootID, opts.NewBoot); err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := c.reconcile(opts.BootID, opts.NewBoot); err != nil {
 		st.close()
 		return nil, err
@@ -203,13 +216,39 @@ func (c *Collector) SwitchKernel(fsys staging.FS, bootID string, kind BootKind) 
 	return err
 }
 
+// ErrTailNotInKernel is returned by Open when records found after the
+// store's durable end, which recovery would cut (the kernel was never asked
+// to delete them), are not at the head of the kernel's lists: cutting them
+// would lose them. The store is left as it is.
+var ErrTailNotInKernel = errors.New("collector: records after the store's durable end are not in the kernel")
+
+// checkTail checks, before recovery cuts the records written after the
+// store's durable end, that the kernel still holds them at the head of its
+// lists, staged then current (where a prompt batch is, staged, and an N
+// batch, at the head of the current list; a kexec restores both first),
+// then lets recovery cut them. After a reboot the old kernel's lists are
+// gone and nothing can be checked.
+func (c *Collector) checkTail(bootID string, kind BootKind) error {
+	st := c.st
+	if cur := st.currentBoot(); len(st.tail) > 0 && (cur == bootID || kind == Kexec) {
+		head, err := c.kernelRecords(len(st.tail))
+		if err != nil {
+			return err
+		}
+		if !recordsEqual(head, st.tail) {
+			return fmt.Errorf("%w: %d records (store %s, after record %d)", ErrTailNotInKernel, len(st.tail), st.dir, len(st.log.records))
+		}
+	}
+	return st.finishRecovery()
+}
+
 func (c *Collector) reconcile(bootID string, kind BootKind) error {
 	st := c.st
 	switch cur := st.currentBoot(); {
 	case cur == "":
 		return st.startLog(bootID)
 	case cur == bootID:
-		return c.resolvePending()
+		return c.resolvePending(false)
 	case kind == Reboot:
 		if st.log.state == batchPending {
 			if err := st.resolve(true); err != nil {
@@ -221,7 +260,7 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 		if err := c.checkPartlyCarried(); err != nil {
 			return err
 		}
-		if err := c.resolvePending(); err != nil {
+		if err := c.resolvePending(true); err != nil {
 			return err
 		}
 		return st.continueLog(bootID)
@@ -232,27 +271,185 @@ func (c *Collector) reconcile(bootID string, kind BootKind) error {
 
 // resolvePending decides the fate of a sealed batch whose kernel answer was
 // never recorded (a crash between the seal and the commit, or an answer that
-// does not say): if the kernel's lists, staged then current, still start
-// with its records, the kernel kept them and the batch is aborted;
-// otherwise the kernel deleted them and the batch is committed. A prompt
-// batch is the whole staged list; a DeleteN batch is a prefix of the
-// current list taken while nothing was staged (takeStaged); after a kexec
-// either comes back at the head of the new current list. So the head is
-// where a kept batch is, even if another actor staged since.
-func (c *Collector) resolvePending() error {
+// does not say), from kernel facts; kexeced says whether the kernel has
+// been kexec'd since the batch was sealed.
+//
+//   - A prompt batch in the same kernel is the whole staged list, which
+//     only D empties and nothing else changes while it holds records (A is
+//     refused with EEXIST): the kernel kept the batch exactly when its
+//     staged list still holds it.
+//   - Otherwise (an N batch, or any batch after a kexec) a batch the kernel
+//     kept is at the head of its lists, staged then current: a DeleteN cycle
+//     takes its batch while nothing is staged (takeStaged), and a kexec
+//     restores staged then current at the head of the new current list. If
+//     the head does not start with the batch, the kernel deleted it.
+//   - If it does, the kernel either kept the batch or deleted it and then
+//     appended records that repeat it byte for byte. Only some records can
+//     repeat: violations (a zero digest, not kept out by the hash table), or
+//     records let in again by ima_flush_htable or CONFIG_IMA_DISABLE_HTABLE.
+//     With Options.PCRs the replay of the log since boot decides
+//     (decideByPCRs), exactly. Without it, a batch holding a record that is
+//     not a violation is taken as kept (exact while the hash table keeps
+//     digests of deleted records: ima_flush_htable and
+//     CONFIG_IMA_DISABLE_HTABLE need Options.PCRs), and a batch of
+//     violations only is ErrAmbiguous: it stays pending rather than be
+//     guessed at.
+func (c *Collector) resolvePending(kexeced bool) error {
 	st := c.st
 	if st.log.state != batchPending {
 		return nil
 	}
-	head, err := c.kernelRecords(len(st.log.pending))
+	p := st.log.pending
+	staged, current, err := c.kernelLists()
 	if err != nil {
 		return err
 	}
-	kept := len(head) == len(st.log.pending)
-	for i := 0; kept && i < len(head); i++ {
-		kept = bytes.Equal(head[i], st.log.pending[i])
+	if st.log.pendingFlavour == Prompt && !kexeced {
+		return st.resolve(!recordsEqual(staged, p))
 	}
-	return st.resolve(!kept)
+	head := append(staged, current...)
+	if len(head) < len(p) || !recordsEqual(head[:len(p)], p) {
+		return st.resolve(true)
+	}
+	if c.opts.PCRs != nil {
+		commit, err := c.decideByPCRs(p)
+		if err != nil {
+			return err
+		}
+		return st.resolve(commit)
+	}
+	for _, r := range p {
+		if !c.isViolation(r) {
+			return st.resolve(false)
+		}
+	}
+	return fmt.Errorf("%w: a pending batch of %d violation records may have been deleted and repeated since; set Options.PCRs", ErrAmbiguous, len(p))
+}
+
+// ErrAmbiguous is returned when the kernel's lists cannot say whether it
+// deleted a pending batch (its records may repeat) and no PCR reader was
+// given to decide: the batch stays pending.
+var ErrAmbiguous = errors.New("collector: cannot tell whether the kernel deleted a pending batch")
+
+// pcrSettle is how long decideByPCRs waits before it trusts that the last
+// record of the kernel's lists is in the PCRs. The kernel appends a record,
+// then extends the TPM (both under ima_extend_list_mutex); the wait
+// outlasts an extend that was still under way.
+const pcrSettle = 20 * time.Millisecond
+
+// decideByPCRs decides a pending batch p from the TPM: the log since boot
+// is either the store's records, p, then the kernel's lists (the kernel
+// deleted p: commit) or the store's records then the kernel's lists (it
+// kept p); exactly one of them replays, as a whole, to the PCRs.
+//
+// The PCRs are read before and after the lists; only a reading where they
+// did not change is used. Then every record of the lists but perhaps the
+// last (one whose extend is still under way: the kernel extends under the
+// mutex it appends under, so only one can be) is in the PCRs. If the other
+// candidate matches all but its last record, which only a batch of one
+// repeated record allows, the reading is repeated after pcrSettle and
+// used only if nothing changed. It retries while records keep arriving.
+func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
+	read := c.pcrReading
+	backoff := time.Millisecond
+	for attempt := 0; attempt < 60; attempt++ {
+		if attempt > 0 {
+			time.Sleep(backoff)
+			backoff = min(2*backoff, 500*time.Millisecond)
+		}
+		t, head, err := read()
+		if err != nil {
+			return false, err
+		}
+		if head == nil {
+			continue
+		}
+		store := c.st.log.records
+		dN, dLen, err := c.replayedBy(t, store, p, head)
+		if err != nil {
+			return false, err
+		}
+		kN, kLen, err := c.replayedBy(t, store, head)
+		if err != nil {
+			return false, err
+		}
+		deleted, kept := dN == dLen, kN == kLen
+		if deleted == kept {
+			continue // the last record is still being extended
+		}
+		if dN == dLen-1 || kN == kLen-1 {
+			time.Sleep(pcrSettle)
+			t2, head2, err := read()
+			if err != nil {
+				return false, err
+			}
+			if head2 == nil || !reflect.DeepEqual(t, t2) || !recordsEqual(head, head2) {
+				continue
+			}
+		}
+		return deleted, nil
+	}
+	return false, fmt.Errorf("%w: the replay of the log since boot did not settle on one answer", ErrAmbiguous)
+}
+
+// pcrReading reads the PCRs, the kernel's lists (staged then current),
+// and the PCRs again. It returns the lists only if the PCRs did not change
+// meanwhile: then every record of the lists is in the PCRs, but perhaps
+// the last (its extend still under way).
+func (c *Collector) pcrReading() (eventlog.Target, [][]byte, error) {
+	t, err := c.opts.PCRs()
+	if err != nil {
+		return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
+	}
+	staged, current, err := c.kernelLists()
+	if err != nil {
+		return t, nil, err
+	}
+	t2, err := c.opts.PCRs()
+	if err != nil {
+		return t, nil, fmt.Errorf("collector: reading the PCRs: %w", err)
+	}
+	if !reflect.DeepEqual(t, t2) {
+		return t, nil, nil // records arrived meanwhile
+	}
+	return t, append(staged, current...), nil
+}
+
+// replayedBy returns how many records of the concatenation of parts
+// replay to t (-1 if no prefix does), and how many there are.
+func (c *Collector) replayedBy(t eventlog.Target, parts ...[][]byte) (n, total int, err error) {
+	var recs [][]byte
+	for _, p := range parts {
+		recs = append(recs, p...)
+	}
+	el, err := eventlog.ParseEventLog(bytes.Join(recs, nil), eventlog.Options{Order: c.layout.Order()})
+	if err != nil {
+		return 0, 0, err
+	}
+	n, _, err = el.ReplayUntil(t, eventlog.ReplayOptions{})
+	if errors.Is(err, eventlog.ErrNotReached) {
+		return -1, len(recs), nil
+	}
+	return n, len(recs), err
+}
+
+// isViolation reports whether a stored record is a violation: its SHA-1
+// template digest is all zeros.
+func (c *Collector) isViolation(rec []byte) bool {
+	es, err := template.DecodeAll(rec, template.DecodeOptions{Order: c.layout.Order(), DigestSize: 20})
+	return err == nil && len(es) == 1 && bytes.Equal(es[0].Digests[0].Value, make([]byte, 20))
+}
+
+func recordsEqual(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // ErrPartlyCarried is returned when a kexec dump ran out of room inside a
@@ -288,8 +485,36 @@ func (c *Collector) checkPartlyCarried() error {
 	if err != nil || len(es) != 1 || eventName(es[0]) != template.BootAggregateName {
 		return nil
 	}
+	if carried, err := c.wholeBatchReplays(p); err != nil || carried {
+		return err
+	}
 	return fmt.Errorf("%w: %d of its %d records came back, then the new kernel's boot_aggregate; %d saved records the kernel lost are in the store",
 		ErrPartlyCarried, j, len(p), len(p)-j)
+}
+
+// wholeBatchReplays reports whether the log "store ++ p ++ the kernel's
+// lists" replays to the PCRs (all of it, or all but a last record still
+// being extended): then the records the new list starts with are not a
+// cut-short copy of p but later records that repeat it, since a dump cut
+// inside p loses records the TPM has. Without Options.PCRs it reports
+// false. It retries while records keep arriving.
+func (c *Collector) wholeBatchReplays(p [][]byte) (bool, error) {
+	if c.opts.PCRs == nil {
+		return false, nil
+	}
+	for attempt := 0; attempt < 60; attempt++ {
+		t, head, err := c.pcrReading()
+		if err != nil || head == nil {
+			if err != nil {
+				return false, err
+			}
+			time.Sleep(time.Millisecond << min(attempt, 9))
+			continue
+		}
+		n, total, err := c.replayedBy(t, c.st.log.records, p, head)
+		return err == nil && n >= total-1, err
+	}
+	return false, nil
 }
 
 // eventName returns an entry's n-ng (or n) field without its NUL, or "".
@@ -369,8 +594,9 @@ func (c *Collector) Cycle() (Result, error) { return c.CycleFlavour(c.opts.Flavo
 // CycleFlavour runs one collection cycle of flavour f.
 //
 // The cycle runs on one locked OS thread: the kernel's writer is a thread,
-// and a cycle may open two list files or close them, which on a real kernel
-// must come from the same thread (docs/FINDINGS.md).
+// and a cycle opens and closes list files (one writer descriptor at a
+// time), which on a real kernel must come from the same thread
+// (docs/FINDINGS.md).
 func (c *Collector) CycleFlavour(f Flavour) (Result, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -382,7 +608,7 @@ func (c *Collector) CycleFlavour(f Flavour) (Result, error) {
 	if c.stuck != nil {
 		return Result{}, c.stuck
 	}
-	if err := c.resolvePending(); err != nil {
+	if err := c.resolvePending(false); err != nil {
 		return Result{}, err
 	}
 	if f == DeleteN {
@@ -432,11 +658,16 @@ func (c *Collector) cyclePrompt() (res Result, err error) {
 		res.Note = "staged list empty"
 		return res, nil
 	}
-	return c.saveAndDelete(res, f, records, "D\n", false)
+	return c.saveAndDelete(res, f, records, "D\n", Prompt)
 }
 
-// cycleN: open the original binary file O_RDWR, read to EOF, save, N.
+// cycleN: save and delete what another actor left staged (its own
+// transaction), then open the original binary file O_RDWR, read to EOF,
+// save, N.
 func (c *Collector) cycleN() (res Result, err error) {
+	if res, err = c.takeStaged(); err != nil {
+		return res, err
+	}
 	f, err := c.openRetry(staging.BinaryRuntimeMeasurements, os.O_RDWR)
 	if err != nil {
 		return res, err
@@ -448,9 +679,6 @@ func (c *Collector) cycleN() (res Result, err error) {
 			err = cerr
 		}
 	}()
-	if res, err = c.takeStaged(); err != nil {
-		return res, err
-	}
 	cover := c.opts.Cover
 	if cover == nil && c.opts.Quote != nil {
 		target, err := c.opts.Quote()
@@ -484,22 +712,28 @@ func (c *Collector) cycleN() (res Result, err error) {
 		return res, nil
 	}
 	saved := res.Saved
-	res, err = c.saveAndDelete(res, f, records[:n], strconv.Itoa(n)+"\n", true)
+	res, err = c.saveAndDelete(res, f, records[:n], strconv.Itoa(n)+"\n", DeleteN)
 	res.Saved += saved
 	return res, err
 }
 
-// takeStaged saves and deletes the records another actor left staged, as
-// part of a DeleteN cycle, before the current list is touched: they are
-// older than every record of the current list, and the log is served as
-// store ++ staged ++ current, so an N batch saved while they stay staged
-// would be served before them. The writer already holds the original file;
-// the same task may open the staged file too.
+// takeStaged saves and deletes the records another actor left staged
+// (or a prompt cycle that died between A and D), as the first transaction
+// of a DeleteN cycle: they are older than every record of the current
+// list, and the log is served as store ++ staged ++ current, so an N batch
+// saved while they stay staged would be served before them.
 //
-// Preconditions: the cycle's task holds binary_runtime_measurements open
-// for write.
+// It is a transaction of its own, closed before the original file is
+// opened for write, so that the collector never holds two writer
+// descriptors. Two would be fatal on a real kernel: if the process is
+// killed while it holds them and its files are released by another
+// thread at exit, ima_measure_unlock() takes the "not the writer" path for
+// each (users++) and the writer count stays positive until reboot
+// (docs/FINDINGS.md, Q4). Between the two transactions another actor
+// could stage again; one that bypasses the store already breaks the log
+// (see the package doc), so this is not checked.
 func (c *Collector) takeStaged() (res Result, err error) {
-	f, err := c.fsys.OpenFile(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
+	f, err := c.openRetry(staging.BinaryRuntimeMeasurementsStaged, os.O_RDWR)
 	if errors.Is(err, syscall.ENOENT) {
 		return res, nil // CONFIG_IMA_STAGING=n
 	}
@@ -516,7 +750,7 @@ func (c *Collector) takeStaged() (res Result, err error) {
 		return res, err
 	}
 	res.Read = len(records)
-	return c.saveAndDelete(res, f, records, "D\n", false)
+	return c.saveAndDelete(res, f, records, "D\n", Prompt)
 }
 
 // quoteCover returns the Cover that keeps the records a quote's target
@@ -540,15 +774,15 @@ func (c *Collector) quoteCover(target eventlog.Target) func(int, [][]byte) (int,
 
 // saveAndDelete makes records durable as a batch, then sends request (D or
 // N) to f and records the kernel's answer.
-func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, request string, isN bool) (Result, error) {
-	if err := c.st.writeRecords(records, func() error { return c.hook(StepWritten) }); err != nil {
+func (c *Collector) saveAndDelete(res Result, f staging.File, records [][]byte, request string, flav Flavour) (Result, error) {
+	if err := c.st.writeRecords(records, flav, func() error { return c.hook(StepWritten) }); err != nil {
 		return res, err
 	}
 	if err := c.hook(StepSealed); err != nil {
 		return res, err
 	}
 	_, derr := f.Write([]byte(request))
-	return c.finish(res, derr, len(records), isN)
+	return c.finish(res, derr, len(records), flav == DeleteN)
 }
 
 // finish records the kernel's answer to D or N.
@@ -591,37 +825,50 @@ func (c *Collector) finish(res Result, derr error, n int, isN bool) (Result, err
 	}
 }
 
-// kernelRecords reads up to max records (all if max < 0) from the head of
-// the kernel's staged list and then its current list, as a reader. Holding
-// both files open keeps writers out, so the two reads are consistent.
-func (c *Collector) kernelRecords(max int) ([][]byte, error) {
-	names := []string{staging.BinaryRuntimeMeasurementsStaged, staging.BinaryRuntimeMeasurements}
-	files := make([]staging.File, 0, 2)
+// kernelLists reads the kernel's staged and current lists, as a reader.
+// Holding both files open keeps writers out, so the two reads are
+// consistent.
+func (c *Collector) kernelLists() (staged, current [][]byte, err error) {
+	var files [2]staging.File
 	defer func() {
 		for _, f := range files {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 		}
 	}()
-	for _, name := range names {
+	for i, name := range []string{staging.BinaryRuntimeMeasurementsStaged, staging.BinaryRuntimeMeasurements} {
 		f, err := c.openRetry(name, os.O_RDONLY)
-		if errors.Is(err, syscall.ENOENT) && name == staging.BinaryRuntimeMeasurementsStaged {
+		if errors.Is(err, syscall.ENOENT) && i == 0 {
 			continue // CONFIG_IMA_STAGING=n: no staged list
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		files = append(files, f)
+		files[i] = f
 	}
-	var out [][]byte
-	for _, f := range files {
-		recs, err := c.readRecords(f, false)
-		if err != nil {
-			return nil, err
+	var lists [2][][]byte
+	for i, f := range files {
+		if f == nil {
+			continue
 		}
-		out = append(out, recs...)
-		if max >= 0 && len(out) >= max {
-			return out[:max], nil
+		if lists[i], err = c.readRecords(f, false); err != nil {
+			return nil, nil, err
 		}
+	}
+	return lists[0], lists[1], nil
+}
+
+// kernelRecords returns the kernel's staged then current records, at most
+// max (all if max < 0).
+func (c *Collector) kernelRecords(max int) ([][]byte, error) {
+	staged, current, err := c.kernelLists()
+	if err != nil {
+		return nil, err
+	}
+	out := append(staged, current...)
+	if max >= 0 && len(out) > max {
+		out = out[:max]
 	}
 	return out, nil
 }

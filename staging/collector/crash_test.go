@@ -171,6 +171,7 @@ func (h *harness) run(cr crash, msg string) {
 		fi, err := os.Stat(seg)
 		require.NoError(h.t, err)
 		require.NoError(h.t, os.Truncate(seg, fi.Size()-1-h.rng.Int64N(frameHeader)))
+		tearManifest(h.t, h.dir) // the crash came before the manifest write
 	case cr.powerLoss:
 		w := h.written
 		cut := w.durable + h.rng.Int64N(w.size-w.durable+1)

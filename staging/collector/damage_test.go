@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imasim/imasim/ima"
+	"github.com/imasim/imasim/staging"
 	"github.com/stretchr/testify/require"
 )
 
@@ -312,9 +313,9 @@ func TestTornTailRecovered(t *testing.T) {
 	require.NoError(t, c.Close())
 }
 
-// TestSegmentLinkTorn: a crash while a new segment was being started
-// leaves it empty or with a torn link; that is a torn tail, recovered
-// silently, and the link is written again.
+// TestSegmentLinkTorn: a crash while a new segment was being started,
+// before the manifest moved to it, leaves it empty or with a torn link;
+// recovery empties it silently, and the link is written again.
 func TestSegmentLinkTorn(t *testing.T) {
 	for _, keep := range []int64{0, 4, frameHeader, frameHeader + 7} {
 		t.Run(fmt.Sprintf("keep-%d", keep), func(t *testing.T) {
@@ -328,6 +329,9 @@ func TestSegmentLinkTorn(t *testing.T) {
 			require.NoError(t, c.st.openSegment(c.st.segN+1))
 			last := filepath.Join(dir, segName(c.st.segN))
 			require.NoError(t, c.Close())
+			// The crash came before the manifest moved to the new
+			// segment.
+			tearManifest(t, dir)
 			full, err := os.ReadFile(last)
 			require.NoError(t, err)
 			require.Len(t, full, frameHeader+8, "a new segment holds its link")
@@ -351,4 +355,80 @@ func TestSegmentLinkTorn(t *testing.T) {
 			require.NoError(t, c.Close())
 		})
 	}
+}
+
+// TestCorruptLastSegment damages the end of the store, where a torn write
+// could hide damage: the last segment cut right after a commit (dropping
+// whole committed batches) or inside a committed record, the last segment
+// removed, or the last batch's seal and commit dropped. Every one drops
+// records the kernel no longer has; Open reports it, naming the segment,
+// the offset where the data stops and the first record missing, instead
+// of serving fewer records.
+func TestCorruptLastSegment(t *testing.T) {
+	committedBefore := func(d *damagedStore, seg string, off int64) int {
+		n := 0
+		for _, f := range d.frames {
+			if f.record >= 0 && (f.seg < seg || f.seg == seg && f.off < off) {
+				n++
+			}
+		}
+		return n
+	}
+	lastOf := func(d *damagedStore, typ byte, skip int) frameAt {
+		for i := len(d.frames) - 1; i >= 0; i-- {
+			if d.frames[i].typ == typ {
+				if skip == 0 {
+					return d.frames[i]
+				}
+				skip--
+			}
+		}
+		t.Fatalf("no frame of type %d", typ)
+		return frameAt{}
+	}
+	t.Run("cut-after-a-commit", func(t *testing.T) {
+		d := newDamagedStore(t, 3, 4)
+		f := lastOf(d, frameCommit, 1)
+		require.Equal(t, d.segs[2], f.seg)
+		end := f.off + frameHeader
+		require.NoError(t, os.Truncate(d.path(f.seg), end))
+		d.openCorrupt(t, f.seg, end, committedBefore(d, f.seg, end))
+	})
+	t.Run("cut-inside-a-record", func(t *testing.T) {
+		d := newDamagedStore(t, 3, 4)
+		f := d.recordIn(t, d.segs[2])
+		require.NoError(t, os.Truncate(d.path(f.seg), f.off+frameHeader+3))
+		d.openCorrupt(t, f.seg, f.off, f.record)
+	})
+	t.Run("last-segment-removed", func(t *testing.T) {
+		d := newDamagedStore(t, 3, 4)
+		require.NoError(t, os.Remove(d.path(d.segs[2])))
+		d.openCorrupt(t, d.segs[2], 0, committedBefore(d, d.segs[2], 0))
+	})
+	t.Run("last-seal-and-commit-dropped", func(t *testing.T) {
+		// The records stay, unsealed: the first untrusted record is the
+		// batch's first.
+		d := newDamagedStore(t, 1, 4)
+		f := lastOf(d, frameSeal, 0)
+		prev := lastOf(d, frameCommit, 1)
+		require.NoError(t, os.Truncate(d.path(f.seg), f.off))
+		d.openCorrupt(t, f.seg, f.off, committedBefore(d, prev.seg, prev.off))
+	})
+}
+
+// TestTailNotInKernel: records written after the store's durable end
+// (never sealed, so never deleted by this collector) are cut by recovery
+// only if the kernel still holds them. Here another actor deleted them
+// while the collector was down: Open refuses, leaving the store as it is,
+// rather than lose them.
+func TestTailNotInKernel(t *testing.T) {
+	r := newRig(t, ima.Config{})
+	dir := t.TempDir()
+	crashCycle(t, r, dir, Prompt, StepWritten, func() { r.measure(1) }, 4, 0)
+	require.NoError(t, staging.WriteFile(r.other(), staging.BinaryRuntimeMeasurementsStaged, []byte("D\n")))
+	d := &damagedStore{r: r, dir: dir}
+	before := d.snapshot(t)
+	_, err := Open(dir, r.fs(), r.options(Prompt))
+	require.ErrorIs(t, err, ErrTailNotInKernel)
+	require.Equal(t, before, d.snapshot(t), "a refused Open changed the store")
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/imasim/imasim/ima"
+	"github.com/imasim/imasim/ima/eventlog"
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/tpmext"
@@ -73,10 +74,24 @@ func (r *rig) kernel() *ima.Kernel {
 	return r.k
 }
 
-// options are the collector options for the current kernel.
+// options are the collector options for the current kernel, with a PCR
+// reader on the staged kernel's TPM.
 func (r *rig) options(flav Flavour) Options {
 	k := r.kernel()
-	return Options{Flavour: flav, BootID: k.BootID(), Layout: k.Layout()}
+	return Options{Flavour: flav, BootID: k.BootID(), Layout: k.Layout(), PCRs: r.pcrs}
+}
+
+// pcrs reads PCR 10 of every bank of the staged kernel's TPM.
+func (r *rig) pcrs() (eventlog.Target, error) {
+	want := eventlog.Expected{}
+	for _, alg := range r.tpm.Banks() {
+		v, err := r.tpm.ReadPCR(ima.DefaultMeasurePCR, alg)
+		if err != nil {
+			return eventlog.Target{}, err
+		}
+		want[alg] = map[int][]byte{ima.DefaultMeasurePCR: v}
+	}
+	return eventlog.Target{PCRs: want}, nil
 }
 
 // measure measures n new files on both kernels.
@@ -98,10 +113,8 @@ func (r *rig) measure(n int) {
 	}
 }
 
-// violation adds a ToMToU violation on a new path to both kernels. Each
-// has its own path: a violation repeated byte for byte right after a
-// deleted batch is the one case the pending-batch decision cannot tell
-// apart (see doc.go), which TestKnownLimitRepeatedViolation shows on its own.
+// violation adds a ToMToU violation on a new path to both kernels.
+// (sameViolation adds one that repeats byte for byte.)
 func (r *rig) violation() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -362,4 +375,37 @@ func requireCorrupt(t testing.TB, err error, seg string, off int64, record int) 
 	require.Equal(t, off, ce.Offset, "offset: %v", err)
 	require.Equal(t, record, ce.Record, "record: %v", err)
 	return ce
+}
+
+// tearManifest destroys the newest slot of dir's manifest, as a crash in
+// the middle of its write would: the store's durable end goes back to the
+// previous durable point.
+func tearManifest(t testing.TB, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, manifestName)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	newest, seq := -1, uint64(0)
+	for i := 0; (i+1)*manifestSlot <= len(b); i++ {
+		if m, ok, _ := decodeManifestSlot(b[i*manifestSlot:]); ok && (newest < 0 || m.seq > seq) {
+			newest, seq = i, m.seq
+		}
+	}
+	require.GreaterOrEqual(t, newest, 0, "no whole manifest slot")
+	b[newest*manifestSlot+20] ^= 0xff // inside the sequence number: the checksum fails
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+}
+
+// sameViolation adds the same open-writers violation to both kernels:
+// every call adds a record byte-identical to the last.
+func (r *rig) sameViolation() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	const path = "/var/log/same"
+	err, rerr := r.k.Violation(path, nil, ima.CauseOpenWriters), r.ref.Violation(path, nil, ima.CauseOpenWriters)
+	r.names[path]++
+	r.measurements++
+	if err != nil || rerr != nil {
+		r.t.Errorf("violation %s: staged kernel %v, reference %v", path, err, rerr)
+	}
 }

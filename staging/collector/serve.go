@@ -36,7 +36,7 @@ func (c *Collector) Records(from int) ([][]byte, error) {
 	if from < 0 {
 		return nil, fmt.Errorf("collector: negative record number %d", from)
 	}
-	if err := c.resolvePending(); err != nil {
+	if err := c.resolvePending(false); err != nil {
 		return nil, err
 	}
 	kernel, err := c.kernelRecords(-1)

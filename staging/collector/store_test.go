@@ -2,7 +2,6 @@ package collector
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +13,10 @@ import (
 	"time"
 
 	"github.com/imasim/imasim/ima"
+	"github.com/imasim/imasim/ima/eventlog"
+	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/staging"
+	"github.com/imasim/imasim/tpmext"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,6 +51,9 @@ func TestLock(t *testing.T) {
 const lockHelperEnv = "IMASIM_COLLECTOR_LOCK_HELPER"
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(killChildEnv); spec != "" {
+		killChild(spec) // never returns
+	}
 	if dir := os.Getenv(lockHelperEnv); dir != "" {
 		s, err := openStore(dir)
 		if err != nil {
@@ -151,20 +157,16 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
-// TestKnownLimitRepeatedViolation shows the one case doc.go says the
-// pending-batch decision cannot get right: a crash between the kernel's
-// deletion and the store's commit, when a later record repeats the deleted
-// batch byte for byte (a violation on the same path, twice). The restart
-// finds "the batch" still in the kernel's list, aborts it, and one copy is
-// lost from the served log. If the collector learns to tell these apart,
-// this test must be turned around.
-func TestKnownLimitRepeatedViolation(t *testing.T) {
-	r := newRig(t, ima.Config{})
-	dir := t.TempDir()
+// crashCycle opens a collector of flavour flav on dir, runs a cycle, calls
+// add before times, crashes the next cycle at step at, closes the
+// collector and calls add after more times. With add r.sameViolation the
+// kernel's list then starts like the crashed cycle's batch.
+func crashCycle(t *testing.T, r *rig, dir string, flav Flavour, at Step, add func(), before, after int) {
+	t.Helper()
 	crash := false
-	opts := r.options(DeleteN)
+	opts := r.options(flav)
 	opts.Hook = func(s Step) error {
-		if s == StepDeleted && crash {
+		if s == at && crash {
 			return errInjected
 		}
 		return nil
@@ -173,26 +175,115 @@ func TestKnownLimitRepeatedViolation(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Cycle()
 	require.NoError(t, err)
-	same := func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		require.NoError(t, r.k.Violation("/var/log/same", nil, ima.CauseOpenWriters))
-		require.NoError(t, r.ref.Violation("/var/log/same", nil, ima.CauseOpenWriters))
+	for range before {
+		add()
 	}
-	same()
 	crash = true
 	_, err = c.Cycle()
 	require.ErrorIs(t, err, ErrCrashed)
 	require.NoError(t, c.Close())
-	same() // the kernel's list now holds what looks like the batch
-	c, err = Open(dir, r.fs(), r.options(DeleteN))
+	for range after {
+		add()
+	}
+}
+
+// TestRepeatedViolation: every record after the boot_aggregate is the
+// same violation, byte for byte, so a deleted batch is followed in the
+// kernel by copies of itself. A crash after the seal, before the kernel
+// deletes (StepSealed) or after it (StepDeleted), then more copies, and a
+// restart in the same kernel or after a kexec (with fewer copies after the
+// batch than in it, the new list looks like a kexec dump cut inside the
+// batch, ErrPartlyCarried, unless the PCRs say otherwise): the pending batch is
+// decided exactly (the staged list for a prompt batch in the same kernel,
+// the PCR replay otherwise), and no copy is lost or doubled.
+func TestRepeatedViolation(t *testing.T) {
+	for _, flav := range []Flavour{Prompt, DeleteN} {
+		for _, at := range []Step{StepSealed, StepDeleted} {
+			for _, dead := range []deadEvent{nothing, kexecWhileDead} {
+				for _, after := range []int{2, 4} {
+					t.Run(fmt.Sprintf("%s/%s/%s/%d-after", flav, stepName(at), dead, after), func(t *testing.T) {
+						r := newRig(t, ima.Config{})
+						dir := t.TempDir()
+						crashCycle(t, r, dir, flav, at, r.sameViolation, 3, after)
+						opts := r.options(flav)
+						if dead == kexecWhileDead {
+							r.kexec()
+							opts = r.options(flav)
+							opts.NewBoot = Kexec
+						}
+						c, err := Open(dir, r.fs(), opts)
+						require.NoError(t, err)
+						defer c.Close()
+						r.check(c, "after the restart")
+						r.sameViolation()
+						_, err = c.Cycle()
+						require.NoError(t, err)
+						r.check(c, "after a cycle")
+						recs, err := c.Records(0)
+						require.NoError(t, err)
+						verifyPCR10(t, r.layout(), r.tpm, recs)
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestRepeatedViolationWithoutPCRs: without Options.PCRs, a pending batch
+// of violations that the kernel's lists cannot decide is ErrAmbiguous, and
+// stays pending (nothing guessed, nothing lost) until a collector with a
+// PCR reader decides it.
+func TestRepeatedViolationWithoutPCRs(t *testing.T) {
+	r := newRig(t, ima.Config{})
+	dir := t.TempDir()
+	crashCycle(t, r, dir, DeleteN, StepDeleted, r.sameViolation, 1, 1)
+	opts := r.options(DeleteN)
+	opts.PCRs = nil
+	_, err := Open(dir, r.fs(), opts)
+	require.ErrorIs(t, err, ErrAmbiguous)
+	c, err := Open(dir, r.fs(), r.options(DeleteN))
 	require.NoError(t, err)
 	defer c.Close()
-	recs, err := c.Records(0)
+	r.check(c)
+}
+
+// TestPartlyCarriedWithPCRs: a kexec dump that ran out of room inside a
+// pending batch is still ErrPartlyCarried when the PCRs are there to
+// read: the whole batch followed by what came back does not replay to
+// them (the TPM has the records the dump lost), unlike the same pattern
+// made by repeated records (TestRepeatedViolation).
+func TestPartlyCarriedWithPCRs(t *testing.T) {
+	tpm, err := tpmext.NewSoftware(tpmext.SHA1)
 	require.NoError(t, err)
-	want := r.want()
-	require.Len(t, decode(t, r.layout(), want), 3, "boot_aggregate and the violation twice")
-	require.Len(t, recs, 2, "one of the two identical violations is lost")
-	require.Equal(t, want[:len(want)-len(recs[1])], bytes.Join(recs, nil))
-	t.Logf("known limit (doc.go): %d records served, %d in the unstaged log", len(recs), 3)
+	// PAGE_SIZE 64: the kexec segment is sized at load for the
+	// boot_aggregate, with 32 bytes to spare.
+	k, err := ima.New(ima.Config{TPM: tpm, Staging: true, Kexec: true, PageSize: 64})
+	require.NoError(t, err)
+	_, err = k.KexecLoad()
+	require.NoError(t, err)
+	for _, p := range []string{"/a", "/b"} {
+		require.NoError(t, k.Measure(ima.File{Path: p, File: template.File{Content: []byte(p)}}))
+	}
+	pcrs := func() (eventlog.Target, error) {
+		v, err := tpm.ReadPCR(ima.DefaultMeasurePCR, tpmext.SHA1)
+		return eventlog.Target{PCRs: eventlog.Expected{tpmext.SHA1: {ima.DefaultMeasurePCR: v}}}, err
+	}
+	dir := t.TempDir()
+	c, err := Open(dir, k.FS(staging.Root(collectorTID)), Options{Flavour: DeleteN, BootID: k.BootID(), Layout: k.Layout(), PCRs: pcrs,
+		Hook: func(s Step) error {
+			if s == StepSealed {
+				return errInjected
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	_, err = c.Cycle() // saves boot_aggregate, /a, /b, then stops before N
+	require.ErrorIs(t, err, ErrCrashed)
+	require.NoError(t, c.Close())
+	k2, err := k.Kexec() // carries boot_aggregate and /a; /b does not fit
+	require.NoError(t, err)
+	res, _ := k2.Restored()
+	require.Equal(t, 2, res.Restored)
+	_, err = Open(dir, k2.FS(staging.Root(collectorTID)), Options{Flavour: DeleteN, BootID: k2.BootID(), NewBoot: Kexec, Layout: k2.Layout(), PCRs: pcrs})
+	require.ErrorIs(t, err, ErrPartlyCarried)
 }
