@@ -194,6 +194,8 @@ func (q *Queue) SetHooks(h *Hooks) {
 	q.hooks = h
 	if h != nil && h.Yield != nil {
 		q.rcu.SetWait(func() { q.yield("wait: synchronize_rcu") })
+	} else {
+		q.rcu.SetWait(nil)
 	}
 }
 

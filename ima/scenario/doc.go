@@ -78,6 +78,10 @@
 //	ndelete_needs_staging=n  N deletion gated by CONFIG_IMA_STAGING (docs/SPEC.md Q1;
 //	                    n models the v7 code)
 //	bigendian=n, canonical=n  a big-endian kernel, ima_canonical_fmt
+//	locking=model       the model's safe locking; "kernel" is the v7 code's
+//	                    own (measlist.Locking.KernelExact), to which
+//	                    "+serialize", "+synchronize" and "+readers-hold-rcu"
+//	                    add one proposed fix each
 //
 // The TPM starts with every PCR at its reset value and no firmware runs, so
 // the boot aggregate, and with it every digest and PCR value, is the same
@@ -122,6 +126,21 @@
 //	                     task there (docs/SPEC.md Q5).
 //	old COMMAND          run COMMAND on the kernel before the last kexec or
 //	                     reboot: measurement is suspended there
+//	at POINT COMMAND     run COMMAND once, as another thread sharing the
+//	                     fds, when the next command reaches the preemption
+//	                     point POINT: 'N: walked' (after N's lockless walk),
+//	                     'N: release', 'D: release' (before freeing),
+//	                     'read current: show', 'read staged: show' (between
+//	                     a reader's fetch of a record and its show()). The
+//	                     next command waits until COMMAND returns or has to
+//	                     wait for it (a mutex, a grace period). COMMAND's
+//	                     output and errno become lines of the next
+//	                     command's output starting "[POINT] "; "[POINT] not
+//	                     reached" if the point never came.
+//
+// With locking=kernel, what the C would corrupt or read after freeing is
+// not done but printed after the command, as "fault: KIND: OP (after BY)"
+// (measlist.Fault), and the command itself then prints nothing more.
 //
 // Checks (no kernel counterpart):
 //

@@ -10,6 +10,7 @@ import (
 
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/template"
+	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/tpmext"
 )
@@ -157,6 +158,9 @@ var verbs = map[string]verb{
 	"collect":        {parse: parseCollect},
 	"fail-alloc":     {parse: noArgs(doFailAlloc)},
 }
+
+// "at" parses the command it arms, so it joins verbs after initialisation.
+func init() { verbs["at"] = verb{parse: parseAt} }
 
 // parseCommand parses a command with its "as" and "old" prefixes.
 func parseCommand(words []word, hasTask, hasOld bool) (action, error) {
@@ -396,6 +400,8 @@ func parseBoot(args []word) (action, error) {
 			err = intVal(&b.cfg.PageSize, 16, 1<<16)
 		case "kexec_extra_kb":
 			err = intVal(&b.cfg.KexecExtraMemoryKB, 0, 1<<16)
+		case "locking":
+			b.cfg.Locking, err = parseLocking(v)
 		default:
 			return nil, fmt.Errorf("boot: unknown key %q (see the package documentation for the keys)", k)
 		}
@@ -410,6 +416,37 @@ func parseBoot(args []word) (action, error) {
 		b.cfg.Template = ""
 	}
 	return func(x *execCtx) error { return x.m.boot(b) }, nil
+}
+
+// parseLocking parses locking=: "model" (the default), or "kernel" with
+// fixes added by "+serialize", "+synchronize" and "+readers-hold-rcu".
+func parseLocking(v string) (measlist.Locking, error) {
+	var l measlist.Locking
+	parts := strings.Split(v, "+")
+	switch parts[0] {
+	case "model":
+		if len(parts) > 1 {
+			return l, fmt.Errorf("boot: locking=%s: fixes go with locking=kernel", v)
+		}
+		return l, nil
+	case "kernel":
+		l.KernelExact = true
+	default:
+		return l, fmt.Errorf("boot: locking=%s: want model or kernel[+serialize][+synchronize][+readers-hold-rcu]", v)
+	}
+	for _, fix := range parts[1:] {
+		switch fix {
+		case "serialize":
+			l.SerializeRequests = true
+		case "synchronize":
+			l.SynchronizeBeforeFree = true
+		case "readers-hold-rcu":
+			l.ReadersHoldRCU = true
+		default:
+			return l, fmt.Errorf("boot: locking=%s: unknown fix %q", v, fix)
+		}
+	}
+	return l, nil
 }
 
 func parseKexec(args []word) (action, error) {

@@ -118,6 +118,11 @@ type machine struct {
 	// store in collDir.
 	coll    *collector.Collector
 	collDir string
+	// armed is the command "at" armed for the next command.
+	armed *armed
+	// faultsSeen is, per kernel, how many kernel-exact faults have been
+	// printed.
+	faultsSeen map[*ima.Kernel]int
 }
 
 // openFile is an open file descriptor and the kernel it belongs to.
@@ -161,7 +166,25 @@ func (x *execCtx) kernel() (*ima.Kernel, error) {
 // outcome (res.errno); any other error means the command could not run.
 func (m *machine) exec(st *step) (result, error) {
 	x := &execCtx{m: m, task: staging.Root(1)}
+	a := m.armed
+	m.armed = nil
+	k := m.k
+	var finish func()
+	if a != nil && k != nil {
+		finish = m.arm(a, k, x)
+	}
 	err := st.run(x)
+	if finish != nil {
+		finish()
+	}
+	for _, kk := range []*ima.Kernel{m.old, m.k} {
+		if kk != nil {
+			m.printFaults(kk, x)
+		}
+	}
+	if errors.Is(err, measlist.ErrFault) {
+		err = nil // printed as a fault line
+	}
 	res := result{out: splitOutput(x.out.String())}
 	if err != nil {
 		e, ok := errnoOf(err)
