@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -338,30 +339,34 @@ var ErrAmbiguous = errors.New("collector: cannot tell whether the kernel deleted
 const pcrSettle = 20 * time.Millisecond
 
 // decideByPCRs decides a pending batch p from the TPM: the log since boot
-// is either the store's records, p, then the kernel's lists (the kernel
-// deleted p: commit) or the store's records then the kernel's lists (it
-// kept p); exactly one of them replays, as a whole, to the PCRs.
+// is either D, the store's records, p, then the kernel's lists (the kernel
+// deleted p: commit), or K, the store's records then the kernel's lists
+// (it kept p).
 //
-// The PCRs are read before and after the lists; only a reading where they
-// did not change is used. Then every record of the lists but perhaps the
-// last (one whose extend is still under way: the kernel extends under the
-// mutex it appends under, so only one can be) is in the PCRs. If the other
-// candidate matches all but its last record, which only a batch of one
-// repeated record allows, the reading is repeated after pcrSettle and
-// used only if nothing changed. It retries while records keep arriving.
+// Each reading takes the lists, then the PCRs, then
+// runtime_measurements_count; it is used only if the count still equals
+// the current list's length, so that no record arrived after the lists
+// were read. Then the PCRs cover every record of the lists but perhaps the
+// last, whose extend may still be under way (the kernel appends, then
+// extends, under one mutex): the true candidate replays to the PCRs at its
+// whole length or one less, and the other does not (a hash chain does not
+// come back to a value it had). Only a batch of one record lets both
+// candidates end there; then the reading is repeated after pcrSettle and
+// only a whole-length match with nothing changed decides. A reading that
+// is not used is retried; a steady stream of records therefore delays the
+// decision, it does not make it wrong.
 func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
-	read := c.pcrReading
-	backoff := time.Millisecond
-	for attempt := 0; attempt < 60; attempt++ {
+	var last string // what the last reading showed, for the error
+	for attempt := 0; attempt < 200; attempt++ {
 		if attempt > 0 {
-			time.Sleep(backoff)
-			backoff = min(2*backoff, 500*time.Millisecond)
+			time.Sleep(time.Millisecond << min(attempt/20, 8))
 		}
-		t, head, err := read()
+		t, head, ok, err := c.quietReading()
 		if err != nil {
 			return false, err
 		}
-		if head == nil {
+		if !ok {
+			last = "records kept arriving"
 			continue
 		}
 		store := c.st.log.records
@@ -373,23 +378,57 @@ func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		deleted, kept := dN == dLen, kN == kLen
-		if deleted == kept {
-			continue // the last record is still being extended
+		last = fmt.Sprintf("store %d, batch %d, kernel lists %d: the PCRs match record %d of %d if deleted, %d of %d if kept", len(store), len(p), len(head), dN, dLen, kN, kLen)
+		deleted, kept := dN >= dLen-1, kN >= kLen-1
+		if deleted != kept {
+			return deleted, nil
 		}
-		if dN == dLen-1 || kN == kLen-1 {
+		if deleted && kept {
 			time.Sleep(pcrSettle)
-			t2, head2, err := read()
+			t2, head2, ok, err := c.quietReading()
 			if err != nil {
 				return false, err
 			}
-			if head2 == nil || !reflect.DeepEqual(t, t2) || !recordsEqual(head, head2) {
-				continue
+			if ok && reflect.DeepEqual(t, t2) && recordsEqual(head, head2) && (dN == dLen) != (kN == kLen) {
+				return dN == dLen, nil
 			}
 		}
-		return deleted, nil
 	}
-	return false, fmt.Errorf("%w: the replay of the log since boot did not settle on one answer", ErrAmbiguous)
+	return false, fmt.Errorf("%w: the replay of the log since boot did not settle on one answer (%s)", ErrAmbiguous, last)
+}
+
+// currentCount reads runtime_measurements_count (ima_num_records[BINARY]:
+// the records of the current list). The counter files are not under the
+// one-writer rule, so reading it never waits.
+func (c *Collector) currentCount() (int64, error) {
+	b, err := staging.ReadFile(c.fsys, staging.RuntimeMeasurementsCount)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("collector: %s: %q is not a count", staging.RuntimeMeasurementsCount, b)
+	}
+	return n, nil
+}
+
+// quietReading reads the kernel's lists (staged then current), the PCRs,
+// and runtime_measurements_count; ok reports that the count still equals
+// the current list's length, so that the PCRs cover the lists (but
+// perhaps their last record) and nothing after them.
+func (c *Collector) quietReading() (t eventlog.Target, head [][]byte, ok bool, err error) {
+	staged, current, err := c.kernelLists()
+	if err != nil {
+		return t, nil, false, err
+	}
+	if t, err = c.opts.PCRs(); err != nil {
+		return t, nil, false, fmt.Errorf("collector: reading the PCRs: %w", err)
+	}
+	n, err := c.currentCount()
+	if err != nil {
+		return t, nil, false, err
+	}
+	return t, append(staged, current...), n == int64(len(current)), nil
 }
 
 // pcrReading reads the PCRs, the kernel's lists (staged then current),
