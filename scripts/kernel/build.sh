@@ -3,11 +3,13 @@
 # series (patches/), our one-line shim (shim.patch) and the config fragment
 # (config.fragment), as an x86_64 bzImage for QEMU. See README.md here.
 #
-# The result is cached outside the clone, keyed by the SHA-256 of this
-# script, the patches, the shim, the fragment and the source tarball's name:
+# The result is cached outside the clone, keyed by the SHA-256 of the
+# patches, the shim, the fragment, the source tarball's name and the
+# recipe number below:
 #   ${IMASIM_KERNEL_CACHE:-/var/cache/imasim-kernel}/<key>/bzImage
 # A second run with the same inputs only prints that path. The last line of
-# the output is always the path of the bzImage.
+# the output is always the path of the bzImage; "build.sh --path" prints
+# only that path, building nothing.
 #
 # Every hunk for security/integrity/ima/ima_kexec.c is dropped before the
 # patches are applied: that file is built only with CONFIG_HAVE_IMA_KEXEC
@@ -19,16 +21,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=${IMASIM_KERNEL_SOURCE:-/usr/src/linux-source-6.12.tar.xz}
 cache=${IMASIM_KERNEL_CACHE:-/var/cache/imasim-kernel}
 
-[ -f "$src" ] || { echo "build.sh: $src is missing (apt-get install linux-source-6.12)" >&2; exit 1; }
-
-key=$( (cd "$here" && sha256sum build.sh config.fragment shim.patch patches/*.eml; basename "$src") |
+# recipe names the build steps below: change it when they change what is
+# built (not for comments or --path), so that caches are rebuilt.
+recipe=1
+key=$( (cd "$here" && sha256sum config.fragment shim.patch patches/*.eml; basename "$src"; echo "recipe $recipe") |
   sha256sum | cut -c1-16)
 out=$cache/$key
+if [ "${1:-}" = --path ]; then # where the kernel is (or will be), and nothing else
+  echo "$out/bzImage"
+  exit 0
+fi
 if [ -f "$out/bzImage" ]; then
   echo "cached: $out/bzImage"
   echo "$out/bzImage"
   exit 0
 fi
+
+[ -f "$src" ] || { echo "build.sh: $src is missing (apt-get install linux-source-6.12)" >&2; exit 1; }
 
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/build.XXXXXX")
