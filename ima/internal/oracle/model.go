@@ -56,6 +56,11 @@ func (m *Model) Measure(path string, content []byte, violation bool) error {
 	return err
 }
 
+// Close releases f as task t (staging.SimFile.CloseAs).
+func (m *Model) Close(t Task, f staging.File) error {
+	return f.(*staging.SimFile).CloseAs(t.stagingTask())
+}
+
 // ReadDir lists the simulated directory.
 func (m *Model) ReadDir() ([]staging.DirEntry, error) { return m.K.SecurityFS().ReadDir(), nil }
 

@@ -57,6 +57,12 @@ func (r *Real) Do(t Task, fn func(staging.FS) error) error {
 	return <-done
 }
 
+// Close closes f on task t's thread: close(2) there drops the last
+// reference, so the kernel's release runs in t's context.
+func (r *Real) Close(t Task, f staging.File) error {
+	return r.Do(t, func(staging.FS) error { return f.Close() })
+}
+
 // Measure writes content to path, owned by PolicyOwner, and reads it: the
 // policy rule measures it at open. With violation, the file is held open
 // for write meanwhile, so the open for read first records an open_writers

@@ -41,6 +41,9 @@ type Machine interface {
 	ReadDir() ([]staging.DirEntry, error)
 	// ReadPCR reads one PCR of one bank.
 	ReadPCR(pcr int, bank tpmext.Algorithm) ([]byte, error)
+	// Close closes f in the context of task t, which drops the last
+	// reference: the kernel's release runs there, whoever opened f.
+	Close(t Task, f staging.File) error
 }
 
 // runner is one run of a script on a machine.
@@ -84,7 +87,7 @@ func Run(s *Script, m Machine, w io.Writer) {
 		}
 	}
 	for fd, of := range r.fds { // an fd the script left open
-		m.Do(of.task, func(staging.FS) error { return of.f.Close() })
+		m.Close(of.task, of.f)
 		delete(r.fds, fd)
 	}
 }
@@ -217,7 +220,11 @@ func (r *runner) exec(st *step, out *bytes.Buffer) error {
 		if !ok {
 			return syscall.EBADF
 		}
-		return r.m.Do(st.task, func(staging.FS) error { return r.fdOp(st, of, fd, out) })
+		if st.cmd == "close" {
+			delete(r.fds, fd)
+			return r.m.Close(st.task, of.f)
+		}
+		return r.m.Do(st.task, func(staging.FS) error { return r.fdOp(st, of, out) })
 	case "save":
 		n := -1
 		if len(a) == 1 {
@@ -233,8 +240,8 @@ func (r *runner) exec(st *step, out *bytes.Buffer) error {
 	return fmt.Errorf("unknown command %q", st.cmd)
 }
 
-// fdOp is read, write or close on an open fd, run on the step's task.
-func (r *runner) fdOp(st *step, of openFD, fd int, out *bytes.Buffer) error {
+// fdOp is read or write on an open fd, run on the step's task.
+func (r *runner) fdOp(st *step, of openFD, out *bytes.Buffer) error {
 	switch st.cmd {
 	case "read":
 		if len(st.args) == 2 {
@@ -254,19 +261,16 @@ func (r *runner) fdOp(st *step, of openFD, fd int, out *bytes.Buffer) error {
 		data, err := io.ReadAll(of.f)
 		render(out, of.name, data)
 		return err
-	case "write":
-		data, err := unescape(st.args[1])
-		if err != nil {
-			return err
-		}
-		n, err := of.f.Write(data)
-		if err == nil {
-			fmt.Fprintln(out, n)
-		}
+	}
+	data, err := unescape(st.args[1])
+	if err != nil {
 		return err
 	}
-	delete(r.fds, fd)
-	return of.f.Close()
+	n, err := of.f.Write(data)
+	if err == nil {
+		fmt.Fprintln(out, n)
+	}
+	return err
 }
 
 func (r *runner) readAll(t Task, name string) ([]byte, error) {
