@@ -7,6 +7,7 @@
 # patches, the shim, the fragment, the source tarball's name and the
 # recipe number below:
 #   ${IMASIM_KERNEL_CACHE:-/var/cache/imasim-kernel}/<key>/bzImage
+# (~/.cache/imasim-kernel when /var/cache is not writable).
 # A second run with the same inputs only prints that path. The last line of
 # the output is always the path of the bzImage; "build.sh --path" prints
 # only that path, building nothing.
@@ -20,6 +21,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=${IMASIM_KERNEL_SOURCE:-/usr/src/linux-source-6.12.tar.xz}
 cache=${IMASIM_KERNEL_CACHE:-/var/cache/imasim-kernel}
+if [ -z "${IMASIM_KERNEL_CACHE:-}" ] && ! [ -w /var/cache ]; then # not root
+  cache=${XDG_CACHE_HOME:-$HOME/.cache}/imasim-kernel
+fi
 
 # recipe names the build steps below: change it when they change what is
 # built (not for comments or --path), so that caches are rebuilt.
