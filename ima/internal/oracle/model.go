@@ -10,9 +10,16 @@ import (
 	"github.com/imasim/imasim/tpmext"
 )
 
+// PolicyOwner is the file owner the guest's policy rule measures:
+// "measure func=FILE_CHECK mask=MAY_READ fowner=1234".
+const PolicyOwner = 1234
+
+// Policy is the IMA policy the guest loads before running a script.
+const Policy = "measure func=FILE_CHECK mask=MAY_READ fowner=1234\n"
+
 // Model is the model booted as the guest kernel is: a software TPM with
-// the same banks, ima_hash=sha256, the ima-ng template, CONFIG_IMA_STAGING,
-// no kexec, and ima_flush_htable as the script says.
+// the same banks, CONFIG_IMA_STAGING, no kexec, and ima_hash=,
+// ima_template(_fmt)= and ima_flush_htable as the script says.
 type Model struct {
 	K *ima.Kernel
 }
@@ -23,8 +30,8 @@ func NewModel(s *Script) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := ima.New(ima.Config{TPM: tpm, HashAlgo: HashAlgo.String(), Template: "ima-ng",
-		MeasurePCR: MeasurePCR, Staging: true, FlushHtable: s.Flush})
+	k, err := ima.New(ima.Config{TPM: tpm, HashAlgo: s.HashAlgo.String(), Template: s.Template,
+		TemplateFmt: s.TemplateFmt, MeasurePCR: MeasurePCR, Staging: true, FlushHtable: s.Flush})
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +47,8 @@ func (m *Model) Do(t Task, fn func(staging.FS) error) error {
 // first records open_writers, as ima_rdwr_violation_check() does before
 // the measurement.
 func (m *Model) Measure(path string, content []byte, violation bool) error {
-	f := template.File{Content: content}
+	// The guest's file: owned by PolicyOwner, a regular file of mode 0644.
+	f := template.File{Content: content, UID: PolicyOwner, GID: PolicyOwner, Mode: syscall.S_IFREG | 0o644}
 	if violation {
 		if err := m.K.Violation(path, &f, "open_writers"); err != nil {
 			return err

@@ -15,13 +15,6 @@ import (
 	"github.com/imasim/imasim/tpmext"
 )
 
-// PolicyOwner is the file owner the guest's policy rule measures:
-// "measure func=FILE_CHECK mask=MAY_READ fowner=1234".
-const PolicyOwner = 1234
-
-// Policy is the IMA policy the guest loads before running a script.
-const Policy = "measure func=FILE_CHECK mask=MAY_READ fowner=1234\n"
-
 // Real is the running kernel, seen from its own user space (the guest's
 // init). Each task is an OS thread of its own, so that the kernel's
 // one-writer rule, which compares threads, sees the tasks the script

@@ -19,11 +19,8 @@ import (
 )
 
 // Banks are the TPM's PCR banks on both machines (swtpm_setup --pcr-banks
-// sha1,sha256), and HashAlgo is ima_hash=.
-var (
-	Banks    = []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}
-	HashAlgo = template.HashSHA256
-)
+// sha1,sha256).
+var Banks = []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}
 
 // MeasurePCR is CONFIG_IMA_MEASURE_PCR_IDX of the built kernel.
 const MeasurePCR = 10
@@ -68,7 +65,7 @@ type openFD struct {
 func Run(s *Script, m Machine, w io.Writer) {
 	r := &runner{m: m, fds: map[int]openFD{}, saved: map[tpmext.Algorithm][]byte{}}
 	fmt.Fprintf(w, "# script %s\n", s.Name)
-	r.header(w)
+	r.header(w, s.HashAlgo)
 	for _, l := range s.lines {
 		fmt.Fprintln(w, l.text)
 		if l.step == nil {
@@ -93,9 +90,9 @@ func Run(s *Script, m Machine, w io.Writer) {
 }
 
 // header prints the boot aggregate line.
-func (r *runner) header(w io.Writer) {
+func (r *runner) header(w io.Writer, hash template.HashAlgo) {
 	var parts []string
-	var kernelDigest []byte
+	var field []byte // the kernel's d-ng (or d) field
 	for _, bank := range Banks {
 		data, err := r.readAll(Task{TID: 1}, listFile(bank, false))
 		if err != nil {
@@ -108,12 +105,9 @@ func (r *runner) header(w io.Writer) {
 			return
 		}
 		parts = append(parts, fmt.Sprintf("%v=%x", bank, e.Digests[0].Value))
-		d := e.Fields[0]
-		kernelDigest = d[len(d)-HashAlgo.Size():]
+		field = e.Fields[0]
 	}
-	parts = append(parts, fmt.Sprintf("digest=%x", kernelDigest))
-	fmt.Fprintf(w, "# boot_aggregate %s\n", strings.Join(parts, " "))
-	lay, err := template.NewLayout(Banks, HashAlgo, template.LittleEndian)
+	lay, err := template.NewLayout(Banks, hash, template.LittleEndian)
 	if err != nil {
 		fmt.Fprintf(w, "# boot_aggregate: %v\n", err)
 		return
@@ -130,12 +124,16 @@ func (r *runner) header(w io.Writer) {
 		}
 	}
 	ev, err := lay.BootAggregateEvent(pcrs)
-	switch {
-	case err != nil:
-		fmt.Fprintf(w, "# boot_aggregate: %v\n", err)
-	case bytes.Equal(ev.Digest, kernelDigest):
+	if err != nil || len(ev.Digest) > len(field) {
+		fmt.Fprintf(w, "# boot_aggregate: %v (field %x)\n", err, field)
+		return
+	}
+	kernelDigest := field[len(field)-len(ev.Digest):]
+	parts = append(parts, fmt.Sprintf("digest=%x", kernelDigest))
+	fmt.Fprintf(w, "# boot_aggregate %s\n", strings.Join(parts, " "))
+	if bytes.Equal(ev.Digest, kernelDigest) {
 		fmt.Fprintf(w, "# boot_aggregate is the model's %v over PCRs 0-9\n", ev.HashAlgo)
-	default:
+	} else {
 		fmt.Fprintf(w, "# boot_aggregate differs from the model's %x over PCRs 0-9\n", ev.Digest)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging"
 )
 
@@ -38,7 +39,13 @@ type Script struct {
 	Name string
 	// Flush is the ima_flush_htable boot parameter ("boot flush=y").
 	Flush bool
-	lines []line
+	// HashAlgo is ima_hash= ("boot hash=sha1"; default sha256).
+	HashAlgo template.HashAlgo
+	// Template and TemplateFmt are ima_template= and ima_template_fmt=
+	// ("boot template=ima-sig", "boot template_fmt='d-ng|n-ng|iuid'");
+	// neither means ima-ng.
+	Template, TemplateFmt string
+	lines                 []line
 }
 
 // line is a line of the script: a step, or a comment or blank (step nil)
@@ -55,8 +62,8 @@ type step struct {
 	args []string
 }
 
-// Parse reads a script. The first command must be "boot [flush=y]"; the
-// others are:
+// Parse reads a script. The first command must be "boot [flush=y|n]
+// [hash=ALGO] [template=NAME | template_fmt=FMT]"; the others are:
 //
 //	measure PATH CONTENT       a file measurement (see the package doc)
 //	violation PATH CONTENT     an open_writers violation, then the measurement
@@ -75,7 +82,7 @@ type step struct {
 //
 // Words are split at blanks; 'single quotes' group words.
 func Parse(name string, src []byte) (*Script, error) {
-	s := &Script{Name: name}
+	s := &Script{Name: name, HashAlgo: template.HashSHA256}
 	booted := false
 	for i, text := range strings.Split(strings.TrimRight(string(src), "\n"), "\n") {
 		l := line{text: text}
@@ -95,10 +102,9 @@ func Parse(name string, src []byte) (*Script, error) {
 				}
 				booted = true
 				for _, a := range st.args {
-					if a != "flush=y" && a != "flush=n" {
-						return nil, fmt.Errorf("%s:%d: boot: unknown option %q (flush=y|n)", name, i+1, a)
+					if err := s.bootOption(a); err != nil {
+						return nil, fmt.Errorf("%s:%d: boot: %v", name, i+1, err)
 					}
-					s.Flush = a == "flush=y"
 				}
 			} else {
 				if !booted {
@@ -115,6 +121,28 @@ func Parse(name string, src []byte) (*Script, error) {
 	return s, nil
 }
 
+// bootOption sets one KEY=VALUE option of boot.
+func (s *Script) bootOption(opt string) error {
+	k, v, _ := strings.Cut(opt, "=")
+	switch {
+	case k == "flush" && (v == "y" || v == "n"):
+		s.Flush = v == "y"
+	case k == "hash":
+		h, err := template.ParseHashAlgo(v)
+		if err != nil {
+			return err
+		}
+		s.HashAlgo = h
+	case k == "template" && v != "":
+		s.Template = v
+	case k == "template_fmt" && v != "":
+		s.TemplateFmt = v
+	default:
+		return fmt.Errorf("unknown option %q (flush=y|n, hash=, template=, template_fmt=)", opt)
+	}
+	return nil
+}
+
 func hasStep(ls []line) bool {
 	for _, l := range ls {
 		if l.step != nil {
@@ -127,7 +155,7 @@ func hasStep(ls []line) bool {
 // usage gives each command's argument count: at least min, at most max
 // (-1: any).
 var usage = map[string][2]int{
-	"boot": {0, 1}, "measure": {2, 2}, "violation": {2, 2}, "echo": {2, -1},
+	"boot": {0, 4}, "measure": {2, 2}, "violation": {2, 2}, "echo": {2, -1},
 	"printf": {3, 3}, "cat": {1, -1}, "ls": {1, 1}, "open": {3, 3}, "read": {1, 2},
 	"write": {2, 2}, "close": {1, 1}, "save": {0, 1}, "replay": {0, 0},
 }

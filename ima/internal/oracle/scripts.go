@@ -35,10 +35,17 @@ func Scripts() ([]*Script, error) {
 }
 
 // CmdLine is the kernel command line for s, after the console and panic
-// options: ima_hash=, ima_flush_htable if the script boots with it, and
-// oracle.script=NAME, which tells the guest's init which script to run.
+// options: ima_hash=, ima_template= or ima_template_fmt=, ima_flush_htable
+// if the script boots with them, and oracle.script=NAME, which tells the
+// guest's init which script to run.
 func (s *Script) CmdLine() string {
-	c := "ima_hash=" + HashAlgo.String()
+	c := "ima_hash=" + s.HashAlgo.String()
+	if s.Template != "" {
+		c += " ima_template=" + s.Template
+	}
+	if s.TemplateFmt != "" {
+		c += " ima_template_fmt=" + s.TemplateFmt
+	}
 	if s.Flush {
 		c += " ima_flush_htable"
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command guestinit is the /init of the oracle's initramfs: it mounts
 // proc, sysfs, devtmpfs and securityfs, loads the IMA policy
 // oracle.Policy, runs the script named by oracle.script= on the kernel
