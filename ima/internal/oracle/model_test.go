@@ -53,3 +53,15 @@ func TestNormalize(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+func TestDiffLines(t *testing.T) {
+	a := "boot\ncat x\n> 1\n> 2\nls\n"
+	b := "boot\ncat x\n> 1\n> 3\nls\n> y\n"
+	want := "   4 - > 2\n   5 + > 3\n   6 + > y\n"
+	if got := diffLines(a, b); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := diffLines(a, a); got != "" {
+		t.Errorf("equal inputs: got %q", got)
+	}
+}

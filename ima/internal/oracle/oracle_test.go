@@ -180,8 +180,9 @@ func bootGuest(t *testing.T, kernel, initrd string, s *Script) string {
 }
 
 // diffLines returns the lines that only a has ("-") or only b has ("+"),
-// from a longest-common-subsequence alignment, each with its line number
-// in a, or "" when a and b are equal.
+// from a longest-common-subsequence alignment, or "" when a and b are
+// equal. Each line carries a line number of a: its own for "-", the one it
+// comes before for "+".
 func diffLines(a, b string) string {
 	if a == b {
 		return ""
@@ -207,12 +208,12 @@ func diffLines(a, b string) string {
 		switch {
 		case i < len(x) && j < len(y) && x[i] == y[j]:
 			i, j = i+1, j+1
-		case j < len(y) && (i == len(x) || lcs[i][j+1] >= lcs[i+1][j]):
-			fmt.Fprintf(&d, "%4d + %s\n", i+1, y[j])
-			j++
-		default:
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
 			fmt.Fprintf(&d, "%4d - %s\n", i+1, x[i])
 			i++
+		default:
+			fmt.Fprintf(&d, "%4d + %s\n", i+1, y[j])
+			j++
 		}
 	}
 	return d.String()
