@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -288,15 +287,7 @@ func (r *runner) ls(out *bytes.Buffer) error {
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
 	for _, e := range entries {
-		mode := e.Mode.String()
-		if e.Mode&os.ModeSymlink != 0 {
-			mode = "l" + mode[1:]
-		}
-		line := mode + " " + e.Name
-		if e.Target != "" {
-			line += " -> " + e.Target
-		}
-		fmt.Fprintln(out, line)
+		fmt.Fprintln(out, e.LongLine())
 	}
 	return nil
 }
