@@ -208,7 +208,7 @@ func (r *runner) exec(st *step, out *bytes.Buffer) error {
 			}
 			return err
 		})
-	case "read", "write", "close":
+	case "read", "seek", "write", "close":
 		fd, err := strconv.Atoi(a[0])
 		if err != nil {
 			return err
@@ -237,7 +237,7 @@ func (r *runner) exec(st *step, out *bytes.Buffer) error {
 	return fmt.Errorf("unknown command %q", st.cmd)
 }
 
-// fdOp is read or write on an open fd, run on the step's task.
+// fdOp is read, seek or write on an open fd, run on the step's task.
 func (r *runner) fdOp(st *step, of openFD, out *bytes.Buffer) error {
 	switch st.cmd {
 	case "read":
@@ -246,17 +246,37 @@ func (r *runner) fdOp(st *step, of openFD, out *bytes.Buffer) error {
 			if err != nil {
 				return err
 			}
-			got, err := of.f.Read(make([]byte, n))
+			buf := make([]byte, n)
+			got, err := of.f.Read(buf)
 			if err == io.EOF {
 				err = nil
 			}
 			if err == nil {
 				fmt.Fprintln(out, got)
+				if _, binary := bankOf(of.name); binary && got > 0 {
+					fmt.Fprintf(out, "  %x\n", buf[:got])
+				} else if got > 0 {
+					fmt.Fprintf(out, "  %q\n", buf[:got])
+				}
 			}
 			return err
 		}
 		data, err := io.ReadAll(of.f)
 		render(out, of.name, data)
+		return err
+	case "seek":
+		off, err := strconv.ParseInt(st.args[1], 10, 64)
+		if err != nil {
+			return err
+		}
+		sk, ok := of.f.(io.Seeker)
+		if !ok {
+			return fmt.Errorf("seek: %T cannot seek", of.f)
+		}
+		pos, err := sk.Seek(off, io.SeekStart)
+		if err == nil {
+			fmt.Fprintln(out, pos)
+		}
 		return err
 	}
 	data, err := unescape(st.args[1])

@@ -72,7 +72,10 @@ type step struct {
 //	cat FILE...                open O_RDONLY, read to EOF, close
 //	ls -l                      the directory
 //	open FD FILE r|w|rw        open(2)
-//	read FD [N]                read to EOF, or one read(2) of N bytes
+//	read FD [N]                read to EOF, or one read(2) of N bytes (the
+//	                           count, then the bytes: in hex from a binary
+//	                           list, else quoted)
+//	seek FD OFFSET             lseek(2) with SEEK_SET; prints the new offset
 //	write FD TEXT              one write(2), with printf's escapes
 //	close FD                   close(2), in the context of the step's task
 //	save [N]                   append every bank's staged records (or the
@@ -157,7 +160,7 @@ func hasStep(ls []line) bool {
 var usage = map[string][2]int{
 	"boot": {0, 4}, "measure": {2, 2}, "violation": {2, 2}, "echo": {2, -1},
 	"printf": {3, 3}, "cat": {1, -1}, "ls": {1, 1}, "open": {3, 3}, "read": {1, 2},
-	"write": {2, 2}, "close": {1, 1}, "save": {0, 1}, "replay": {0, 0},
+	"write": {2, 2}, "seek": {2, 2}, "close": {1, 1}, "save": {0, 1}, "replay": {0, 0},
 }
 
 func parseStep(words []string) (*step, error) {
