@@ -160,6 +160,21 @@ type DirEntry struct {
 	Writable bool
 }
 
+// LongLine is the entry as `ls -l` shows its mode and name:
+// "-rw-rw---- NAME", or "lr--r--r-- NAME -> TARGET" for a link.
+// No kernel counterpart.
+func (e DirEntry) LongLine() string {
+	mode := e.Mode.String()
+	if e.Mode&fs.ModeSymlink != 0 {
+		mode = "l" + mode[1:]
+	}
+	line := mode + " " + e.Name
+	if e.Target != "" {
+		line += " -> " + e.Target
+	}
+	return line
+}
+
 // ReadDir lists the directory, sorted by name. Every file is owned by
 // root:root.
 func (s *SecurityFS) ReadDir() []DirEntry {

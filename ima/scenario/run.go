@@ -344,15 +344,7 @@ func (x *execCtx) ls(long bool) error {
 			fmt.Fprintln(&x.out, e.Name)
 			continue
 		}
-		mode := e.Mode.String()
-		if e.Mode&os.ModeSymlink != 0 {
-			mode = "l" + mode[1:]
-		}
-		line := mode + " " + e.Name
-		if e.Target != "" {
-			line += " -> " + e.Target
-		}
-		fmt.Fprintln(&x.out, line)
+		fmt.Fprintln(&x.out, e.LongLine())
 	}
 	return nil
 }
