@@ -29,6 +29,14 @@ func smallDisk(t testing.TB, size string) string {
 	return dir
 }
 
+// growDisk gives the tmpfs at dir (from smallDisk) size more room.
+func growDisk(t testing.TB, dir, size string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "remount,size="+size, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s: %v: %s", dir, err, out)
+	}
+}
+
 // fillDisk writes a ballast file that leaves about room bytes free on the
 // file system of dir, and returns its path.
 func fillDisk(t testing.TB, dir string, room int64) string {
