@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -59,15 +58,14 @@ flags:
 `
 
 func runExport(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, exportHelp); fs.PrintDefaults() }
+	fs := newFlagSet("export", exportHelp, stdout)
 	dir := fs.String("dir", "", "output directory (required)")
 	records := fs.Int("records", 1000, "measurement events")
 	flavour := fs.String("flavour", "prompt", "staging flavour: prompt, n, both (in turn) or none")
 	every := fs.Int("stage-every", 100, "run a collection cycle every K events")
 	banks := fs.String("banks", "sha1,sha256", "TPM banks, in the TPM's order")
-	tmpl := fs.String("template", "ima-ng", "ima_template")
+	tmpl := fs.String("template", "ima-ng", "ima_template (ima needs --hash sha1 or md5, as in the kernel)")
+	hash := fs.String("hash", "sha256", "ima_hash: the file-digest algorithm")
 	violations := fs.Int("violations", 0, "violation events among the records")
 	kexecAfter := fs.Int("kexec-after", 0, "kexec after K events (between A and D with --flavour prompt); 0: never")
 	flush := fs.Bool("flush", false, "boot with ima_flush_htable")
@@ -75,28 +73,43 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	tpmKind := fs.String("tpm", "software", tpmFlagHelp)
 	quiet := fs.Bool("q", false, "print nothing but errors")
 	nonceHex := fs.String("nonce", "", "the quote's nonce in `HEX` (default: 20 random bytes)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, code, ok := fs.parse(args, false, stderr)
+	if !ok {
+		return code
 	}
-	if *dir == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return 2
+	usageErr := func(format string, a ...any) int { return usageErr(stderr, "export", format, a...) }
+	switch {
+	case len(pos) != 0:
+		return usageErr("takes no arguments, got %q (flags come first; the output directory is --dir)", pos)
+	case *dir == "":
+		return usageErr("--dir is required")
+	case *records < 1:
+		return usageErr("--records %d: want at least 1", *records)
+	case *every < 1:
+		return usageErr("--stage-every %d: want at least 1", *every)
+	case *violations < 0 || *violations > *records:
+		return usageErr("--violations %d: want 0 to --records (%d)", *violations, *records)
+	case *kexecAfter < 0 || *kexecAfter > *records:
+		return usageErr("--kexec-after %d: want 0 (never) to --records (%d)", *kexecAfter, *records)
 	}
 	switch *flavour {
-	case "prompt", "n", "both", "none":
+	case "prompt", "none":
+	case "n", "both":
+		if *flush {
+			// docs/SPEC.md §3.4: a number written to a list file gets
+			// EINVAL while ima_flush_htable is set.
+			return usageErr("--flavour %s with --flush: the kernel refuses N with EINVAL while ima_flush_htable is set (use --flavour prompt)", *flavour)
+		}
 	default:
-		fmt.Fprintf(stderr, "imasim export: unknown flavour %q (want prompt, n, both or none)\n", *flavour)
-		return 2
+		return usageErr("unknown flavour %q (want prompt, n, both or none)", *flavour)
 	}
 	bankList, err := tpmext.ParseBanks(*banks)
 	if err != nil {
-		fmt.Fprintln(stderr, "imasim export:", err)
-		return 2
+		return usageErr("--banks: %v", err)
 	}
 	nonce, err := hex.DecodeString(*nonceHex)
 	if err != nil {
-		fmt.Fprintf(stderr, "imasim export: --nonce %q is not hex\n", *nonceHex)
-		return 2
+		return usageErr("--nonce %q is not hex", *nonceHex)
 	}
 	if *nonceHex == "" {
 		nonce = make([]byte, 20)
@@ -105,15 +118,15 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	w := &workload{
 		Records: *records, Flavour: *flavour, StageEvery: *every, Banks: bankList,
 		Template: *tmpl, Violations: *violations, KexecAfter: *kexecAfter, Flush: *flush,
-		Seed: *seed, TPMKind: *tpmKind, StoreDir: filepath.Join(*dir, "store"),
+		Seed: *seed, TPMKind: *tpmKind, StoreDir: filepath.Join(*dir, "store"), Hash: *hash,
 	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
-		return 1
+		return exitFail
 	}
 	if err := w.run(); err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
-		return 1
+		return exitFail
 	}
 	defer w.tpm.Close()
 	defer w.coll.Close()
@@ -123,7 +136,7 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
-		return 1
+		return exitFail
 	}
 	if !*quiet {
 		fmt.Fprintf(stdout, "imasim export: %d records in the log since boot (%d measured, %d duplicates rejected, %d violations, %d kexecs); %d saved by %d %s cycles; written to %s\n",

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -46,27 +44,15 @@ Flags:
 `
 
 func runParse(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("parse", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), parseHelp)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("parse", parseHelp, stdout)
 	var lf listFlags
-	lf.register(fs)
+	lf.register(fs.FlagSet)
 	format := fs.String("format", "ascii", "output: ascii, binary or json")
-	posArgs, err := parseArgs(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	posArgs, code, ok := fs.parse(args, true, stderr)
+	if !ok {
+		return code
 	}
-	usageErr := func(f string, a ...any) int {
-		fmt.Fprintf(stderr, "imasim parse: "+f+"\n", a...)
-		fmt.Fprintln(stderr, "Run 'imasim parse -h' for help.")
-		return 2
-	}
+	usageErr := func(format string, a ...any) int { return usageErr(stderr, "parse", format, a...) }
 	if len(posArgs) != 1 {
 		return usageErr("want exactly one LOG, got %d arguments", len(posArgs))
 	}
@@ -79,12 +65,12 @@ func runParse(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	in, err := openList(posArgs[0])
+	in, br, opts, hint, err := openListAs(posArgs[0], &lf, opts)
 	if err != nil {
 		return usageErr("%v", err)
 	}
 	defer in.Close()
-	rd, err := eventlog.NewReader(in, opts)
+	rd, err := eventlog.NewReader(br, opts)
 	if err != nil {
 		return usageErr("%v", err)
 	}
@@ -92,8 +78,11 @@ func runParse(args []string, stdout, stderr io.Writer) int {
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	fail := func(err error) int {
 		w.Flush()
+		if hint != "" {
+			err = fmt.Errorf("%w; %s", err, hint)
+		}
 		fmt.Fprintf(stderr, "imasim parse: %s: %v\n", posArgs[0], err)
-		return 1
+		return exitFail
 	}
 	if *format == "json" {
 		w.WriteString("[")

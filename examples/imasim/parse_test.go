@@ -135,7 +135,7 @@ func TestParseErrors(t *testing.T) {
 			t.Errorf("%v: rc %d %q", args, rc, errs)
 		}
 	}
-	if rc, _, errs := evCmd("parse", "-h"); rc != 0 || !strings.Contains(errs, "usage: imasim parse") {
+	if rc, out, _ := evCmd("parse", "-h"); rc != 0 || !strings.Contains(out, "usage: imasim parse") {
 		t.Errorf("-h: rc %d", rc)
 	}
 	// Standard input.
