@@ -29,9 +29,11 @@ input), and writes it to standard output:
           template digest, template, and each field as the ASCII list
           renders it.
 
-A malformed record stops the output; the error goes to stderr with the
-record's index (from 0) and byte offset, and the exit status is 1 (2 for
-usage errors). A record with more than 16 MiB of template data, or an
+A malformed record stops the output (JSON output is closed, so it stays
+valid: the records before); the error goes to stderr with the record's
+index (from 0) and byte offset, and the exit status is 1 (2 for usage
+errors and unreadable input). Without --ascii, --digest-len, --column-alg
+or --big-endian, the format is found from the start of LOG. A record with more than 16 MiB of template data, or an
 ASCII line over 32 MiB + 1 KiB, is malformed (the cap that bounds memory;
 see imasim verify -h).
 
@@ -77,6 +79,9 @@ func runParse(args []string, stdout, stderr io.Writer) int {
 	order := opts.Order
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	fail := func(err error) int {
+		if *format == "json" { // what was read stays valid JSON
+			w.WriteString("\n]\n")
+		}
 		w.Flush()
 		if hint != "" {
 			err = fmt.Errorf("%w; %s", err, hint)

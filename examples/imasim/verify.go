@@ -145,7 +145,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	prefix := fs.Bool("prefix", false, "succeed when some prefix of LOG reaches the values (a quote lags the list) and print N, the records it covers; the rest is not read")
 	resume := fs.String("resume", "", "start from the state saved in `FILE` by --save-state (LOG holds the whole list, or starts at the state's record with --first-record)")
 	first := fs.Int("first-record", 0, "LOG starts at this record of the list (a tail sent by an agent); needs --resume")
-	save := fs.String("save-state", "", "write the state reached (records replayed, every PCR of every bank) to `FILE` as JSON, for --resume")
+	save := fs.String("save-state", "", "write the state reached (records replayed, every PCR of every bank) to `FILE` as JSON (banks by name, values in hex), for --resume")
 	workers := fs.Int("workers", 0, "hashing goroutines (0: one per CPU; more than the number of CPUs is clamped to it)")
 	var quote quoteFlags
 	quote.register(fs.FlagSet)
