@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 
@@ -80,7 +81,10 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		Records: *records, Flavour: "both", StageEvery: 50, Template: "ima-ng",
 		Violations: *records / 60, KexecAfter: *records / 2, Seed: *seed, TPMKind: *tpmKind,
 		StoreDir: filepath.Join(dir, "store"),
-		progress: func(s string) { fmt.Fprintln(stdout, "  "+s) },
+		// Boot ids from the seed too, so that the whole output repeats
+		// (the store is new each run, so no boot id is met twice).
+		BootIDRand: rand.New(rand.NewSource(*seed ^ 0xb007)),
+		progress:   func(s string) { fmt.Fprintln(stdout, "  "+s) },
 	}
 	fmt.Fprintln(stdout, "imasim demo: a simulated Linux 7.2 IMA with CONFIG_IMA_STAGING and CONFIG_IMA_KEXEC")
 	if err := w.run(); err != nil {

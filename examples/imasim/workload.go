@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -32,9 +33,10 @@ type workload struct {
 	Seed       int64
 	TPMKind    string // a --tpm spec: "auto" or tpmext.Open's spelling
 	StoreDir   string
-	Hash       string // ima_hash; empty is sha256
-	NoStaging  bool   // CONFIG_IMA_STAGING=n
-	PageSize   int    // PAGE_SIZE; 0 is 4096
+	Hash       string    // ima_hash; empty is sha256
+	NoStaging  bool      // CONFIG_IMA_STAGING=n
+	PageSize   int       // PAGE_SIZE; 0 is 4096
+	BootIDRand io.Reader // ima.Config.BootIDRand: nil is random
 
 	// Filled by run.
 	kernel   *ima.Kernel
@@ -95,6 +97,7 @@ func (w *workload) boot() error {
 	cfg := ima.Config{
 		TPM: w.tpm, HashAlgo: hash, Template: w.Template, Staging: !w.NoStaging,
 		FlushHtable: w.Flush, Kexec: true, Firmware: firmware(w.Seed), PageSize: w.PageSize,
+		BootIDRand: w.BootIDRand,
 	}
 	if w.kernel, err = ima.New(cfg); err != nil {
 		w.tpm.Close()
