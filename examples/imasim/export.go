@@ -3,8 +3,10 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +40,8 @@ and writes into D:
       as tpm2_quote writes it (TPMS_ATTEST, TPMT_SIGNATURE), the nonce in
       hex, and the attestation key as TPM2B_PUBLIC and PEM
   kernel/
-      what the simulated kernel still holds: every securityfs file
+      what the simulated kernel still holds: every securityfs file with
+      its permission bits, and its symlinks
   store/
       the collector's store
 
@@ -189,20 +192,39 @@ func writeExport(dir string, w *workload) (int, error) {
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
 		return 0, err
 	}
-	fsys := w.kernel.FS(staging.Root(1))
-	for _, e := range w.kernel.SecurityFS().ReadDir() {
+	if err := mirrorSecurityFS(kdir, w.kernel.SecurityFS(), w.kernel.FS(staging.Root(1))); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// mirrorSecurityFS writes into dir what the kernel's securityfs directory
+// holds: each file's content (read as root) with its permission bits, and
+// each symlink with its target. No kernel counterpart.
+func mirrorSecurityFS(dir string, sfs *staging.SecurityFS, fsys staging.FS) error {
+	for _, e := range sfs.ReadDir() {
+		path := filepath.Join(dir, e.Name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 		if e.Target != "" {
+			if err := os.Symlink(e.Target, path); err != nil {
+				return err
+			}
 			continue
 		}
 		data, err := staging.ReadFile(fsys, e.Name)
 		if err != nil {
-			return 0, fmt.Errorf("reading the kernel's %s: %w", e.Name, err)
+			return fmt.Errorf("reading the kernel's %s: %w", e.Name, err)
 		}
-		if err := os.WriteFile(filepath.Join(kdir, e.Name), data, 0o644); err != nil {
-			return 0, err
+		if err := os.WriteFile(path, data, e.Mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(path, e.Mode.Perm()); err != nil { // whatever the umask
+			return err
 		}
 	}
-	return n, nil
+	return nil
 }
 
 func copyFile(from, to string) error {
