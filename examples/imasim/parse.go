@@ -9,7 +9,6 @@ import (
 
 	"github.com/imasim/imasim/ima/eventlog"
 	"github.com/imasim/imasim/ima/template"
-	"github.com/imasim/imasim/tpmext"
 )
 
 func init() {
@@ -161,32 +160,9 @@ func appendJSON(dst []byte, r *eventlog.Record, e *template.Entry, order templat
 		Fields:         []jsonField{},
 	}
 	for i, f := range e.Fields {
-		v, err := renderField(e.Desc.Field(i), f, order)
-		if err != nil {
-			return dst, err
-		}
-		jr.Fields = append(jr.Fields, jsonField{ID: e.Desc.Field(i).String(), Value: v})
+		v := template.AppendFieldASCII(nil, e.Desc.Field(i), f, order)
+		jr.Fields = append(jr.Fields, jsonField{ID: e.Desc.Field(i).String(), Value: string(v)})
 	}
 	b, err := json.Marshal(jr)
 	return append(dst, b...), err
-}
-
-// renderField returns a field as the ASCII list shows it: it renders an
-// entry of the one-field custom template "<id>" and keeps what follows the
-// template name.
-func renderField(id template.FieldID, data []byte, order template.Order) (string, error) {
-	desc, err := template.ParseFmt(id.String())
-	if err != nil {
-		return "", err
-	}
-	e := &template.Entry{Desc: desc, Fields: [][]byte{data}, Digests: []tpmext.Digest{{}}}
-	line, err := e.AppendASCII(nil, 0, order)
-	if err != nil {
-		return "", err
-	}
-	prefix := len(" 0  ") + len(desc.Fmt()) + 1 // "%2d", " ", empty digest, " ", name, " "
-	if len(line) < prefix+1 {
-		return "", fmt.Errorf("field %s renders as %q", id, line)
-	}
-	return string(line[prefix : len(line)-1]), nil
 }
