@@ -43,7 +43,7 @@ func TestCollectorKeepsBatchBehindStaged(t *testing.T) {
 			require.NoError(t, staging.WriteFile(k.FS(staging.Root(1)), "binary_runtime_measurements_staged", []byte("A\n")))
 			require.NoError(t, k.Measure(file("/b"))) // the current list is [/b]
 			crash := !tc.flush
-			c, err := collector.Open(t.TempDir(), k.FS(staging.Root(CollectorTID)), collector.Options{
+			c, err := collector.Open(t.TempDir(), k.FS(staging.Root(collectorTID)), collector.Options{
 				Flavour: collector.DeleteN, BootID: k.BootID(), Layout: k.Layout(), Retries: 1,
 				Hook: func(s collector.Step) error {
 					if crash && s == collector.StepSealed {
@@ -117,7 +117,7 @@ func TestCollectorPartlyCarriedBatch(t *testing.T) {
 	}
 	crash := true
 	dir := t.TempDir()
-	c, err := collector.Open(dir, k.FS(staging.Root(CollectorTID)), collector.Options{
+	c, err := collector.Open(dir, k.FS(staging.Root(collectorTID)), collector.Options{
 		Flavour: collector.DeleteN, BootID: k.BootID(), Layout: k.Layout(), Retries: 1,
 		Hook: func(s collector.Step) error {
 			if crash && s == collector.StepSealed {
@@ -134,7 +134,7 @@ func TestCollectorPartlyCarriedBatch(t *testing.T) {
 	require.NoError(t, err)
 	res, _ := k2.Restored()
 	require.Equal(t, 2, res.Restored)
-	_, err = collector.Open(dir, k2.FS(staging.Root(CollectorTID)), collector.Options{
+	_, err = collector.Open(dir, k2.FS(staging.Root(collectorTID)), collector.Options{
 		Flavour: collector.DeleteN, BootID: k2.BootID(), NewBoot: collector.Kexec, Layout: k2.Layout(), Retries: 1})
 	require.ErrorIs(t, err, collector.ErrPartlyCarried)
 	require.ErrorContains(t, err, "2 of its 3 records came back")
