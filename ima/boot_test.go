@@ -103,7 +103,7 @@ func TestHashAndTemplateConfig(t *testing.T) {
 		require.Equal(t, "", k.Template().Name(), "a custom descriptor has no name")
 		require.Equal(t, fmtStr, k.Template().Fmt())
 		f := file("custom", 0)
-		f.File.UID = 1234
+		f.UID = 1234
 		require.NoError(t, k.Measure(f))
 		ascii := string(read(t, k, "ascii_runtime_measurements_sha256"))
 		lines := strings.Split(strings.TrimSpace(ascii), "\n")
@@ -140,7 +140,7 @@ func TestHashAndTemplateConfig(t *testing.T) {
 		f := file("h", 0)
 		require.NoError(t, k.Measure(f))
 		e := k.Queue().Entries(measlist.Current)[1]
-		sum := sha256.Sum256(f.File.Content)
+		sum := sha256.Sum256(f.Content)
 		require.Equal(t, append([]byte("sha256:\x00"), sum[:]...), field(e, template.FieldDNG))
 		require.Contains(t, string(read(t, k, "ascii_runtime_measurements")), "sha256:"+hex.EncodeToString(sum[:]))
 	})

@@ -24,7 +24,6 @@ import (
 
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/eventlog"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging/fusefs"
 	"github.com/imasim/imasim/tpmext"
@@ -414,8 +413,9 @@ func (m *mount) do(req ctlRequest) (string, error) {
 	switch req.Op {
 	case "measure":
 		for _, f := range req.Files {
-			err := k.Measure(ima.File{Path: f.Path,
-				File: template.File{Content: f.Content, UID: f.UID, GID: f.GID, Mode: uint16(f.Mode)}})
+			mf := ima.NewFile(f.Path, f.Content)
+			mf.UID, mf.GID, mf.Mode = f.UID, f.GID, uint16(f.Mode)
+			err := k.Measure(mf)
 			switch {
 			case errors.Is(err, syscall.EEXIST):
 				fmt.Fprintf(&out, "%s: already measured (EEXIST)\n", f.Path)

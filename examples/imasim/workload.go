@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/imasim/imasim/ima"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
@@ -171,10 +170,9 @@ func (w *workload) measure(r *rand.Rand, i int, violation bool) error {
 		n = r.Intn(i) // re-measure an earlier file
 	}
 	content := fmt.Appendf(nil, "content of file %d seed %d", n, w.Seed)
-	err := w.kernel.Measure(ima.File{
-		Path: fmt.Sprintf("/usr/lib/imasim/file-%05d", n),
-		File: template.File{Content: content, UID: 0, GID: 0, Mode: 0o100755},
-	})
+	f := ima.NewFile(fmt.Sprintf("/usr/lib/imasim/file-%05d", n), content)
+	f.Mode = 0o100755 // root:root
+	err := w.kernel.Measure(f)
 	switch {
 	case err == nil:
 		w.stats.measured++

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/imasim/imasim/ima"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
@@ -27,7 +26,7 @@ import (
 // records staged the check failed and the batch was committed although the
 // kernel kept it, and the collector then served those records twice.
 func TestCollectorKeepsBatchBehindStaged(t *testing.T) {
-	file := func(p string) ima.File { return ima.File{Path: p, File: template.File{Content: []byte(p)}} }
+	file := func(p string) ima.File { return ima.NewFile(p, []byte(p)) }
 	for _, tc := range []struct {
 		name  string
 		flush bool
@@ -113,7 +112,7 @@ func TestCollectorPartlyCarriedBatch(t *testing.T) {
 	_, err = k.KexecLoad() // sized for boot_aggregate
 	require.NoError(t, err)
 	for _, p := range []string{"/a", "/b"} {
-		require.NoError(t, k.Measure(ima.File{Path: p, File: template.File{Content: []byte(p)}}))
+		require.NoError(t, k.Measure(ima.NewFile(p, []byte(p))))
 	}
 	crash := true
 	dir := t.TempDir()

@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/imasim/imasim/ima"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
@@ -209,7 +208,9 @@ func (s *system) apply(op op) error {
 	case opMeasureFile:
 		line := op.describe(0, nil)
 		me := m.measureFile(op.path, op.content, op.pcr, op.template)
-		se := k.Measure(ima.File{Path: op.path, File: template.File{Content: op.content}, PCR: rulePCR(op.pcr), Template: op.template})
+		f := ima.NewFile(op.path, op.content)
+		f.PCR, f.Template = rulePCR(op.pcr), op.template
+		se := k.Measure(f)
 		return s.emit(line, sameErr(me, se), errString(me), errString(se))
 	case opMeasureBuffer:
 		line := op.describe(0, nil)
