@@ -12,13 +12,8 @@ import (
 // gets an error that names the right one, a list that fits no format says
 // so, and no error echoes raw bytes.
 func TestFormatDetection(t *testing.T) {
-	dir := t.TempDir()
-	exp := filepath.Join(dir, "exp")
-	if rc, _, errs := evCmd("export", "--dir", exp, "--records", "60", "--stage-every", "20", "-q"); rc != 0 {
-		t.Fatalf("export: %d %s", rc, errs)
-	}
+	dir, exp, pcrs := exportFixture(t, 60)
 	file := func(name string) string { return filepath.Join(exp, name) }
-	pcrs := []string{"--pcrs", "sha1," + file("pcrs-sha1.txt"), "--pcrs", "sha256," + file("pcrs-sha256.txt")}
 	for _, name := range []string{"binary_runtime_measurements", "binary_runtime_measurements_sha256", "ascii_runtime_measurements", "ascii_runtime_measurements_sha256"} {
 		if rc, _, errs := evCmd(append(append([]string{"verify"}, pcrs...), file(name))...); rc != 0 {
 			t.Errorf("verify %s without format flags: exit %d, %s", name, rc, errs)

@@ -4,21 +4,31 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
+
+// exportFixture runs imasim export of records records into a temporary
+// directory and returns that directory, the export's folder in it, and
+// the --pcrs arguments for the export's two banks.
+func exportFixture(t *testing.T, records int) (dir, exp string, pcrs []string) {
+	t.Helper()
+	dir = t.TempDir()
+	exp = filepath.Join(dir, "exp")
+	if rc, _, errs := evCmd("export", "--dir", exp, "--records", strconv.Itoa(records), "--stage-every", "10", "-q"); rc != 0 {
+		t.Fatalf("export: %d %s", rc, errs)
+	}
+	pcrs = []string{"--pcrs", "sha1," + filepath.Join(exp, "pcrs-sha1.txt"), "--pcrs", "sha256," + filepath.Join(exp, "pcrs-sha256.txt")}
+	return dir, exp, pcrs
+}
 
 // TestExitCodes: every command answers 0 for success and -h, 1 for a
 // verification or scenario mismatch, 2 for a usage error or input that
 // cannot be read; each usage error is one line on stderr.
 func TestExitCodes(t *testing.T) {
-	dir := t.TempDir()
-	exp := filepath.Join(dir, "exp")
-	if rc, _, errs := evCmd("export", "--dir", exp, "--records", "40", "--stage-every", "10", "-q"); rc != 0 {
-		t.Fatalf("export: %d %s", rc, errs)
-	}
+	dir, exp, pcrs := exportFixture(t, 40)
 	log := filepath.Join(exp, "binary_runtime_measurements")
-	pcrs := []string{"--pcrs", "sha1," + filepath.Join(exp, "pcrs-sha1.txt"), "--pcrs", "sha256," + filepath.Join(exp, "pcrs-sha256.txt")}
 	data, err := os.ReadFile(log)
 	if err != nil {
 		t.Fatal(err)
