@@ -64,6 +64,8 @@ func TestExitCodes(t *testing.T) {
 		{args: []string{"export", "--dir", exp, "--records", "5", "--kexec-after", "6"}, want: 2, usage: true},
 		{args: []string{"export", "--dir", exp, "--flavour", "n", "--flush"}, want: 2, usage: true},
 		{args: []string{"export", "--dir", exp, "--banks", "sha9"}, want: 2, usage: true},
+		{args: []string{"export", "--dir", exp, "--template", "ima"}, want: 2, usage: true},
+		{args: []string{"export", "--dir", filepath.Join(dir, "e3"), "--records", "5", "--template", "ima", "--hash", "sha1", "-q"}, want: 0},
 
 		{args: []string{"parse", log}, want: 0},
 		{args: []string{"parse", cut}, want: 1},

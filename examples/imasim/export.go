@@ -94,6 +94,10 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		return usageErr("--violations %d: want 0 to --records (%d)", *violations, *records)
 	case *kexecAfter < 0 || *kexecAfter > *records:
 		return usageErr("--kexec-after %d: want 0 (never) to --records (%d)", *kexecAfter, *records)
+	case *tmpl == "ima" && *hash != "sha1" && *hash != "md5":
+		// security/integrity/ima/ima_template.c:ima_template_setup()
+		// ignores ima_template=ima unless ima_hash is sha1 or md5.
+		return usageErr("--template ima needs --hash sha1 or md5 (the kernel refuses ima_template=ima with ima_hash=%s: \"template does not support hash alg\")", *hash)
 	}
 	switch *flavour {
 	case "prompt", "none":
