@@ -100,10 +100,10 @@ type listFlags struct {
 }
 
 func (lf *listFlags) register(fs *flag.FlagSet) {
-	fs.IntVar(&lf.digestLen, "digest-len", 0, "template-digest column width of a binary list: 20 (binary_runtime_measurements, the default), 32, 48 or 64 (binary_runtime_measurements_<alg>); an ASCII list's width is read from its first line")
+	fs.IntVar(&lf.digestLen, "digest-len", 0, "template-digest column width of a binary list: 20 (binary_runtime_measurements), 32, 48 or 64 (binary_runtime_measurements_<alg>); an ASCII list's width is read from its first line. Without this flag, --ascii, --column-alg and --big-endian, the format is found from the start of LOG")
 	fs.StringVar(&lf.columnAlg, "column-alg", "", "algorithm of the column (default: sha1 for 20 bytes, sha256 for 32, sha384 for 48, sha512 for 64; say sm3_256 for a *_sm3 list)")
 	fs.BoolVar(&lf.bigEndian, "big-endian", false, "the list comes from a big-endian kernel booted without ima_canonical_fmt")
-	fs.BoolVar(&lf.ascii, "ascii", false, "LOG is an ascii_runtime_measurements file (its template data is rebuilt from the fields)")
+	fs.BoolVar(&lf.ascii, "ascii", false, "LOG is an ascii_runtime_measurements file (its template data is rebuilt from the fields); found without the flag when no format flag is given")
 }
 
 // given reports whether a flag names the list's format.
