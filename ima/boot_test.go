@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	mathrand "math/rand"
 	"strings"
 	"testing"
 
@@ -101,7 +103,7 @@ func TestHashAndTemplateConfig(t *testing.T) {
 		require.Equal(t, "", k.Template().Name(), "a custom descriptor has no name")
 		require.Equal(t, fmtStr, k.Template().Fmt())
 		f := file("custom", 0)
-		f.File.UID = 1234
+		f.UID = 1234
 		require.NoError(t, k.Measure(f))
 		ascii := string(read(t, k, "ascii_runtime_measurements_sha256"))
 		lines := strings.Split(strings.TrimSpace(ascii), "\n")
@@ -138,7 +140,7 @@ func TestHashAndTemplateConfig(t *testing.T) {
 		f := file("h", 0)
 		require.NoError(t, k.Measure(f))
 		e := k.Queue().Entries(measlist.Current)[1]
-		sum := sha256.Sum256(f.File.Content)
+		sum := sha256.Sum256(f.Content)
 		require.Equal(t, append([]byte("sha256:\x00"), sum[:]...), field(e, template.FieldDNG))
 		require.Contains(t, string(read(t, k, "ascii_runtime_measurements")), "sha256:"+hex.EncodeToString(sum[:]))
 	})
@@ -175,4 +177,37 @@ func TestMeasurePCR(t *testing.T) {
 		require.Equal(t, replay(t, list, tpmext.SHA256, p), pcr(t, tpm, int(p), tpmext.SHA256), "PCR %d", p)
 	}
 	require.NotEqual(t, make([]byte, 32), pcr(t, tpm, 12, tpmext.SHA256))
+}
+
+// TestBootIDRand: a seeded Config.BootIDRand gives the same boot ids, at
+// boot and at kexec, in two runs; without it every boot gets a new random
+// one.
+func TestBootIDRand(t *testing.T) {
+	ids := func(src io.Reader) []string {
+		tpm, err := tpmext.NewSoftware(tpmext.SHA1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := New(Config{TPM: tpm, Kexec: true, BootIDRand: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k2, err := k.Kexec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{k.BootID(), k2.BootID()}
+	}
+	a := ids(mathrand.New(mathrand.NewSource(7)))
+	b := ids(mathrand.New(mathrand.NewSource(7)))
+	if a[0] != b[0] || a[1] != b[1] || a[0] == a[1] {
+		t.Errorf("seeded boot ids %v and %v: want the same two, different from each other", a, b)
+	}
+	if len(a[0]) != 36 || a[0][14] != '4' {
+		t.Errorf("boot id %q is not a version-4 UUID", a[0])
+	}
+	c, d := ids(nil), ids(nil)
+	if c[0] == d[0] || c[0] == c[1] {
+		t.Errorf("random boot ids repeat: %v %v", c, d)
+	}
 }

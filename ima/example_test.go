@@ -26,7 +26,7 @@ func boot(n int) *ima.Kernel {
 	}
 	for i := range n {
 		path := fmt.Sprintf("/usr/bin/tool-%d", i)
-		if err := k.Measure(ima.File{Path: path, File: template.File{Content: []byte(path)}}); err != nil {
+		if err := k.Measure(ima.NewFile(path, []byte(path))); err != nil {
 			panic(err)
 		}
 	}
@@ -99,7 +99,7 @@ func Example_stageAndDeleteN() {
 	records, _ := template.DecodeAll(list, template.DecodeOptions{DigestSize: 20})
 	fmt.Println("read:", len(records), "records")
 
-	_ = k.Measure(ima.File{Path: "/usr/bin/late", File: template.File{Content: []byte("late")}})
+	_ = k.Measure(ima.NewFile("/usr/bin/late", []byte("late")))
 	fmt.Println("count before N:", count(k))
 
 	err := staging.WriteFile(agent, staging.BinaryRuntimeMeasurements, fmt.Appendf(nil, "%d\n", len(records)))

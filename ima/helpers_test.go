@@ -54,7 +54,7 @@ func (fw *firmware) run(tpm tpmext.TPM) error {
 // file returns the i-th test file measurement of a series.
 func file(series string, i int) File {
 	path := fmt.Sprintf("/usr/bin/%s-%d", series, i)
-	return File{Path: path, File: template.File{Content: []byte(path + " content")}}
+	return NewFile(path, []byte(path+" content"))
 }
 
 // measure measures n new files of a series and fails the test on error.

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/imasim/imasim/htable/rcu"
@@ -70,6 +71,11 @@ type Config struct {
 	Firmware func(tpmext.TPM) error
 	// PageSize is PAGE_SIZE (seq_file buffers, kexec segments); 0 is 4096.
 	PageSize int
+	// BootIDRand, if set, is where boot ids come from (16 bytes read at
+	// each boot, kexec included, made a version-4 UUID); nil is
+	// crypto/rand, random as the kernel's. A seeded source makes a run's
+	// boot ids repeatable. It is read only while a kernel boots.
+	BootIDRand io.Reader
 }
 
 // Kernel is one booted kernel's IMA. After Reboot or Kexec it stays
@@ -116,7 +122,7 @@ func New(cfg Config) (*Kernel, error) {
 // boot brings IMA up on a TPM that is already running, restoring carried,
 // a kexec dump (nil after a cold boot).
 func boot(cfg Config, carried []byte) (*Kernel, error) {
-	k := &Kernel{cfg: cfg, pcr: DefaultMeasurePCR, bootID: newBootID()}
+	k := &Kernel{cfg: cfg, pcr: DefaultMeasurePCR, bootID: newBootID(cfg.BootIDRand)}
 	if cfg.MeasurePCR != 0 {
 		if cfg.MeasurePCR < 8 || cfg.MeasurePCR > 14 {
 			return nil, fmt.Errorf("ima: CONFIG_IMA_MEASURE_PCR_IDX %d out of range 8..14", cfg.MeasurePCR)
@@ -250,9 +256,20 @@ func (k *Kernel) Restored() (*measlist.RestoreResult, error) { return k.restore,
 // does: a random UUID, new at every boot, kexec included.
 func (k *Kernel) BootID() string { return k.bootID }
 
-func newBootID() string {
+// newBootID returns a random version-4 UUID read from src (nil:
+// crypto/rand).
+//
+// Mirrors drivers/char/random.c:proc_do_uuid() for boot_id.
+// Differences from Linux: the bytes come from src when it is set; a
+// source that runs dry falls back to crypto/rand.
+func newBootID(src io.Reader) string {
 	var b [16]byte
-	rand.Read(b[:])
+	if src == nil {
+		src = rand.Reader
+	}
+	if _, err := io.ReadFull(src, b[:]); err != nil {
+		rand.Read(b[:]) // a short seeded source: fall back to random
+	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])

@@ -7,12 +7,19 @@ import (
 )
 
 // File is a file measurement, as a "measure" policy rule would make it.
+// NewFile makes the common one, a path and its content; the embedded
+// template.File's fields (Content, UID, GID, Mode, the xattrs) are set on
+// it directly:
+//
+//	f := ima.NewFile("/usr/bin/true", data)
+//	f.UID, f.Mode = 1000, 0o100755
+//	err := k.Measure(f)
 type File struct {
 	// Path is the pathname recorded in the n / n-ng field.
 	Path string
 	// File holds the content (or only what the fields read when Digest is
 	// given), uid, gid, mode and extended attributes.
-	File template.File
+	template.File
 	// Digest, if set, is the file digest in HashAlgo, as IMA would have
 	// computed it; otherwise Content is hashed with ima_hash.
 	Digest   []byte
@@ -25,6 +32,13 @@ type File struct {
 	// Template is the policy rule's template=; empty means the boot
 	// template.
 	Template string
+}
+
+// NewFile returns the measurement of the file at path with the given
+// content (uid, gid and mode 0, no xattrs), for the boot template and
+// the measure PCR. No kernel counterpart.
+func NewFile(path string, content []byte) File {
+	return File{Path: path, File: template.File{Content: content}}
 }
 
 // RulePCR is a policy rule's pcr= option. The zero value is a rule without

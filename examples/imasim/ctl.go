@@ -36,33 +36,32 @@ socket (DIR/../.BASE.imasim.sock):
 `
 
 func runCtl(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
-		fmt.Fprint(stdout, ctlHelp)
-		return 0
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			fmt.Fprint(stdout, ctlHelp)
+			return exitOK
+		}
 	}
 	if len(args) < 2 {
-		fmt.Fprint(stderr, ctlHelp)
-		return 2
+		return usageErr(stderr, "ctl", "want DIR COMMAND [ARGS]")
 	}
 	dir, err := filepath.Abs(args[0])
 	if err != nil {
-		fmt.Fprintln(stderr, "imasim ctl:", err)
-		return 1
+		return usageErr(stderr, "ctl", "%v", err)
 	}
 	req, err := ctlParse(args[1], args[2:])
 	if err != nil {
-		fmt.Fprintf(stderr, "imasim ctl %s: %v\n", args[1], err)
-		return 2
+		return usageErr(stderr, "ctl", "%s: %v", args[1], err)
 	}
 	rep, err := ctlCall(ctlSocket(dir), req)
 	if err != nil {
 		fmt.Fprintf(stderr, "imasim ctl: no live imasim mount at %s: %v\n", dir, err)
-		return 1
+		return exitUsage
 	}
 	fmt.Fprint(stdout, rep.Output)
 	if rep.Error != "" {
 		fmt.Fprintf(stderr, "imasim ctl %s: %s\n", args[1], rep.Error)
-		return 1
+		return exitFail
 	}
 	return 0
 }

@@ -3,9 +3,10 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,7 +40,8 @@ and writes into D:
       as tpm2_quote writes it (TPMS_ATTEST, TPMT_SIGNATURE), the nonce in
       hex, and the attestation key as TPM2B_PUBLIC and PEM
   kernel/
-      what the simulated kernel still holds: every securityfs file
+      what the simulated kernel still holds: every securityfs file with
+      its permission bits, and its symlinks
   store/
       the collector's store
 
@@ -59,15 +61,14 @@ flags:
 `
 
 func runExport(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, exportHelp); fs.PrintDefaults() }
+	fs := newFlagSet("export", exportHelp, stdout)
 	dir := fs.String("dir", "", "output directory (required)")
 	records := fs.Int("records", 1000, "measurement events")
 	flavour := fs.String("flavour", "prompt", "staging flavour: prompt, n, both (in turn) or none")
 	every := fs.Int("stage-every", 100, "run a collection cycle every K events")
 	banks := fs.String("banks", "sha1,sha256", "TPM banks, in the TPM's order")
-	tmpl := fs.String("template", "ima-ng", "ima_template")
+	tmpl := fs.String("template", "ima-ng", "ima_template (ima needs --hash sha1 or md5, as in the kernel)")
+	hash := fs.String("hash", "sha256", "ima_hash: the file-digest algorithm")
 	violations := fs.Int("violations", 0, "violation events among the records")
 	kexecAfter := fs.Int("kexec-after", 0, "kexec after K events (between A and D with --flavour prompt); 0: never")
 	flush := fs.Bool("flush", false, "boot with ima_flush_htable")
@@ -75,28 +76,47 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	tpmKind := fs.String("tpm", "software", tpmFlagHelp)
 	quiet := fs.Bool("q", false, "print nothing but errors")
 	nonceHex := fs.String("nonce", "", "the quote's nonce in `HEX` (default: 20 random bytes)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, code, ok := fs.parse(args, false, stderr)
+	if !ok {
+		return code
 	}
-	if *dir == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return 2
+	usageErr := func(format string, a ...any) int { return usageErr(stderr, "export", format, a...) }
+	switch {
+	case len(pos) != 0:
+		return usageErr("takes no arguments, got %q (flags come first; the output directory is --dir)", pos)
+	case *dir == "":
+		return usageErr("--dir is required")
+	case *records < 1:
+		return usageErr("--records %d: want at least 1", *records)
+	case *every < 1:
+		return usageErr("--stage-every %d: want at least 1", *every)
+	case *violations < 0 || *violations > *records:
+		return usageErr("--violations %d: want 0 to --records (%d)", *violations, *records)
+	case *kexecAfter < 0 || *kexecAfter > *records:
+		return usageErr("--kexec-after %d: want 0 (never) to --records (%d)", *kexecAfter, *records)
+	case *tmpl == "ima" && *hash != "sha1" && *hash != "md5":
+		// security/integrity/ima/ima_template.c:ima_template_setup()
+		// ignores ima_template=ima unless ima_hash is sha1 or md5.
+		return usageErr("--template ima needs --hash sha1 or md5 (the kernel refuses ima_template=ima with ima_hash=%s: \"template does not support hash alg\")", *hash)
 	}
 	switch *flavour {
-	case "prompt", "n", "both", "none":
+	case "prompt", "none":
+	case "n", "both":
+		if *flush {
+			// docs/SPEC.md §3.4: a number written to a list file gets
+			// EINVAL while ima_flush_htable is set.
+			return usageErr("--flavour %s with --flush: the kernel refuses N with EINVAL while ima_flush_htable is set (use --flavour prompt)", *flavour)
+		}
 	default:
-		fmt.Fprintf(stderr, "imasim export: unknown flavour %q (want prompt, n, both or none)\n", *flavour)
-		return 2
+		return usageErr("unknown flavour %q (want prompt, n, both or none)", *flavour)
 	}
 	bankList, err := tpmext.ParseBanks(*banks)
 	if err != nil {
-		fmt.Fprintln(stderr, "imasim export:", err)
-		return 2
+		return usageErr("--banks: %v", err)
 	}
 	nonce, err := hex.DecodeString(*nonceHex)
 	if err != nil {
-		fmt.Fprintf(stderr, "imasim export: --nonce %q is not hex\n", *nonceHex)
-		return 2
+		return usageErr("--nonce %q is not hex", *nonceHex)
 	}
 	if *nonceHex == "" {
 		nonce = make([]byte, 20)
@@ -105,15 +125,15 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	w := &workload{
 		Records: *records, Flavour: *flavour, StageEvery: *every, Banks: bankList,
 		Template: *tmpl, Violations: *violations, KexecAfter: *kexecAfter, Flush: *flush,
-		Seed: *seed, TPMKind: *tpmKind, StoreDir: filepath.Join(*dir, "store"),
+		Seed: *seed, TPMKind: *tpmKind, StoreDir: filepath.Join(*dir, "store"), Hash: *hash,
 	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
-		return 1
+		return exitFail
 	}
 	if err := w.run(); err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
-		return 1
+		return exitFail
 	}
 	defer w.tpm.Close()
 	defer w.coll.Close()
@@ -123,7 +143,7 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim export:", err)
-		return 1
+		return exitFail
 	}
 	if !*quiet {
 		fmt.Fprintf(stdout, "imasim export: %d records in the log since boot (%d measured, %d duplicates rejected, %d violations, %d kexecs); %d saved by %d %s cycles; written to %s\n",
@@ -176,20 +196,39 @@ func writeExport(dir string, w *workload) (int, error) {
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
 		return 0, err
 	}
-	fsys := w.kernel.FS(staging.Root(1))
-	for _, e := range w.kernel.SecurityFS().ReadDir() {
+	if err := mirrorSecurityFS(kdir, w.kernel.SecurityFS(), w.kernel.FS(staging.Root(1))); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// mirrorSecurityFS writes into dir what the kernel's securityfs directory
+// holds: each file's content (read as root) with its permission bits, and
+// each symlink with its target. No kernel counterpart.
+func mirrorSecurityFS(dir string, sfs *staging.SecurityFS, fsys staging.FS) error {
+	for _, e := range sfs.ReadDir() {
+		path := filepath.Join(dir, e.Name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 		if e.Target != "" {
+			if err := os.Symlink(e.Target, path); err != nil {
+				return err
+			}
 			continue
 		}
 		data, err := staging.ReadFile(fsys, e.Name)
 		if err != nil {
-			return 0, fmt.Errorf("reading the kernel's %s: %w", e.Name, err)
+			return fmt.Errorf("reading the kernel's %s: %w", e.Name, err)
 		}
-		if err := os.WriteFile(filepath.Join(kdir, e.Name), data, 0o644); err != nil {
-			return 0, err
+		if err := os.WriteFile(path, data, e.Mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(path, e.Mode.Perm()); err != nil { // whatever the umask
+			return err
 		}
 	}
-	return n, nil
+	return nil
 }
 
 func copyFile(from, to string) error {

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/eventlog"
 	"github.com/imasim/imasim/ima/eventlog/evmctl"
+	"github.com/imasim/imasim/tpmext"
 	"github.com/stretchr/testify/require"
 )
 
@@ -82,4 +84,39 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
+}
+
+// TestExportKernelMirrorsSecurityFS: export's kernel/ holds every entry of
+// the kernel's securityfs directory, files with their permission bits and
+// contents, symlinks with their targets.
+func TestExportKernelMirrorsSecurityFS(t *testing.T) {
+	dir := t.TempDir()
+	require.Equal(t, 0, run([]string{"export", "-q", "--dir", dir, "--records", "30", "--stage-every", "10"}, io.Discard, io.Discard))
+	tpm, err := tpmext.NewSoftware(tpmext.SHA1, tpmext.SHA256)
+	require.NoError(t, err)
+	k, err := ima.New(ima.Config{TPM: tpm, HashAlgo: "sha256", Staging: true, Kexec: true})
+	require.NoError(t, err)
+	want := k.SecurityFS().ReadDir()
+	got, err := os.ReadDir(filepath.Join(dir, "kernel"))
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	links := 0
+	for i, e := range want {
+		require.Equal(t, e.Name, got[i].Name())
+		path := filepath.Join(dir, "kernel", e.Name)
+		st, err := os.Lstat(path)
+		require.NoError(t, err)
+		if e.Target != "" {
+			links++
+			target, err := os.Readlink(path)
+			require.NoError(t, err, e.Name)
+			require.Equal(t, e.Target, target, e.Name)
+			continue
+		}
+		require.Equal(t, e.Mode.Perm(), st.Mode().Perm(), e.Name)
+	}
+	require.NotZero(t, links, "the kernel has no symlinks to mirror")
+	count, err := os.ReadFile(filepath.Join(dir, "kernel", "runtime_measurements_count"))
+	require.NoError(t, err)
+	require.Regexp(t, `^[0-9]+\n$`, string(count))
 }

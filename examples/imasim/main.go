@@ -5,7 +5,10 @@
 //	imasim demo                 run the demonstration (the README's main job)
 //	imasim help                 list the commands
 //
-// Every command prints its own help with -h.
+// Every command prints its own help with -h. Exit status, the same for
+// every command: 0 success; 1 a verification or scenario mismatch (or a
+// failure of the simulated machine); 2 a usage error or input that cannot
+// be read.
 package main
 
 import (
@@ -38,6 +41,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'imasim <command> -h' for a command's flags.")
+	fmt.Fprint(w, "\n"+exitCodesHelp)
 }
 
 func main() {
@@ -47,18 +51,17 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
-		return 2
+		return exitUsage
 	}
 	switch args[0] {
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
-		return 0
+		return exitOK
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "imasim: unknown command %q\n\n", args[0])
-		usage(stderr)
-		return 2
+		fmt.Fprintf(stderr, "imasim: unknown command %q (see 'imasim -h')\n", args[0])
+		return exitUsage
 	}
 	return cmd.run(args[1:], stdout, stderr)
 }

@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand"
@@ -25,7 +24,6 @@ import (
 
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/eventlog"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging/fusefs"
 	"github.com/imasim/imasim/tpmext"
@@ -85,9 +83,7 @@ type mount struct {
 }
 
 func runMount(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, mountHelp); fs.PrintDefaults() }
+	fs := newFlagSet("mount", mountHelp, stdout)
 	banks := fs.String("banks", "sha1,sha256", "TPM banks, in the TPM's order")
 	tmpl := fs.String("template", "ima-ng", "ima_template")
 	hash := fs.String("hash", "sha256", "ima_hash")
@@ -99,15 +95,12 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	pageSize := fs.Int("page-size", 4096, "PAGE_SIZE: the seq_file buffer, so the most one read(2) of a list returns (65536 on arm64 with 64K pages)")
 	wl := fs.String("workload", "", "background measurer: rate=R,violations=K[,count=C]")
 	debugFuse := fs.Bool("debug", false, "log every FUSE request to stderr")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, code, ok := fs.parse(args, false, stderr)
+	if !ok {
+		return code
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
+	if len(pos) != 1 {
+		return usageErr(stderr, "mount", "want exactly one DIR, got %d arguments", len(pos))
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "imasim mount:", err)
@@ -123,11 +116,15 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "imasim mount:", err)
 		return 2
 	}
-	dir, err := filepath.Abs(fs.Arg(0))
+	dir, err := filepath.Abs(pos[0])
 	if err != nil {
 		return fail(err)
 	}
 	if err := checkMountPoint(dir); err != nil {
+		if errors.Is(err, errNoDir) {
+			fmt.Fprintln(stderr, "imasim mount:", err)
+			return exitUsage
+		}
 		return fail(err)
 	}
 	m := &mount{dir: dir, sock: ctlSocket(dir), r: rand.New(rand.NewSource(*seed))}
@@ -254,22 +251,32 @@ func ctlSocket(dir string) string {
 	return filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".imasim.sock")
 }
 
+// errNoDir is what checkMountPoint's refusals of bad input wrap: DIR is
+// missing or not a directory.
+var errNoDir = errors.New("not a directory")
+
+// noDirError is a refusal of DIR itself; it matches errNoDir.
+type noDirError string
+
+func (e noDirError) Error() string   { return string(e) }
+func (noDirError) Is(err error) bool { return err == errNoDir }
+
 // checkMountPoint refuses a dir that is missing, not a directory, or
 // already a mount point.
 func checkMountPoint(dir string) error {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return errors.New("/dev/fuse is missing: this machine cannot serve FUSE (modprobe fuse, or run the container with --device /dev/fuse)")
-	}
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s does not exist (create the directory first)", dir)
+		return noDirError(dir + " does not exist (create the directory first)")
 	case errors.Is(err, syscall.ENOTCONN):
 		return fmt.Errorf("%s is a dead FUSE mount (transport endpoint is not connected): unmount it with umount -l %s", dir, dir)
 	case err != nil:
 		return err
 	case !st.IsDir():
-		return fmt.Errorf("%s is not a directory", dir)
+		return noDirError(dir + " is not a directory")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return errors.New("/dev/fuse is missing: this machine cannot serve FUSE (modprobe fuse, or run the container with --device /dev/fuse)")
 	}
 	if fstype, ok := mountedAt(dir); ok {
 		return fmt.Errorf("%s is already a mount point (%s)", dir, fstype)
@@ -406,8 +413,9 @@ func (m *mount) do(req ctlRequest) (string, error) {
 	switch req.Op {
 	case "measure":
 		for _, f := range req.Files {
-			err := k.Measure(ima.File{Path: f.Path,
-				File: template.File{Content: f.Content, UID: f.UID, GID: f.GID, Mode: uint16(f.Mode)}})
+			mf := ima.NewFile(f.Path, f.Content)
+			mf.UID, mf.GID, mf.Mode = f.UID, f.GID, uint16(f.Mode)
+			err := k.Measure(mf)
 			switch {
 			case errors.Is(err, syscall.EEXIST):
 				fmt.Fprintf(&out, "%s: already measured (EEXIST)\n", f.Path)

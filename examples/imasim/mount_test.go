@@ -20,7 +20,6 @@ import (
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/eventlog"
 	"github.com/imasim/imasim/ima/eventlog/evmctl"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
@@ -288,8 +287,9 @@ func TestMountCollectorByteIdentical(t *testing.T) {
 	measure := func(i int) {
 		path, content := "/srv/more-"+strconv.Itoa(i), "more "+strconv.Itoa(i)
 		ctl(t, bin, dir, "measure", "--content", content, path)
-		require.NoError(t, w.kernel.Measure(ima.File{Path: path,
-			File: template.File{Content: []byte(content), Mode: 0o100644}}))
+		f := ima.NewFile(path, []byte(content))
+		f.Mode = 0o100644
+		require.NoError(t, w.kernel.Measure(f))
 	}
 	both := func(f collector.Flavour) {
 		rl, errL := local.CycleFlavour(f)

@@ -4,14 +4,11 @@ import (
 	"bufio"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
 	"github.com/imasim/imasim/ima/eventlog"
 	"github.com/imasim/imasim/ima/template"
-	"github.com/imasim/imasim/tpmext"
 )
 
 func init() {
@@ -31,9 +28,11 @@ input), and writes it to standard output:
           template digest, template, and each field as the ASCII list
           renders it.
 
-A malformed record stops the output; the error goes to stderr with the
-record's index (from 0) and byte offset, and the exit status is 1 (2 for
-usage errors). A record with more than 16 MiB of template data, or an
+A malformed record stops the output (JSON output is closed, so it stays
+valid: the records before); the error goes to stderr with the record's
+index (from 0) and byte offset, and the exit status is 1 (2 for usage
+errors and unreadable input). Without --ascii, --digest-len, --column-alg
+or --big-endian, the format is found from the start of LOG. A record with more than 16 MiB of template data, or an
 ASCII line over 32 MiB + 1 KiB, is malformed (the cap that bounds memory;
 see imasim verify -h).
 
@@ -46,27 +45,15 @@ Flags:
 `
 
 func runParse(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("parse", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), parseHelp)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("parse", parseHelp, stdout)
 	var lf listFlags
-	lf.register(fs)
+	lf.register(fs.FlagSet)
 	format := fs.String("format", "ascii", "output: ascii, binary or json")
-	posArgs, err := parseArgs(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	posArgs, code, ok := fs.parse(args, true, stderr)
+	if !ok {
+		return code
 	}
-	usageErr := func(f string, a ...any) int {
-		fmt.Fprintf(stderr, "imasim parse: "+f+"\n", a...)
-		fmt.Fprintln(stderr, "Run 'imasim parse -h' for help.")
-		return 2
-	}
+	usageErr := func(format string, a ...any) int { return usageErr(stderr, "parse", format, a...) }
 	if len(posArgs) != 1 {
 		return usageErr("want exactly one LOG, got %d arguments", len(posArgs))
 	}
@@ -79,21 +66,27 @@ func runParse(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	in, err := openList(posArgs[0])
+	in, br, opts, hint, err := openListAs(posArgs[0], &lf, opts)
 	if err != nil {
 		return usageErr("%v", err)
 	}
 	defer in.Close()
-	rd, err := eventlog.NewReader(in, opts)
+	rd, err := eventlog.NewReader(br, opts)
 	if err != nil {
 		return usageErr("%v", err)
 	}
 	order := opts.Order
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	fail := func(err error) int {
+		if *format == "json" { // what was read stays valid JSON
+			w.WriteString("\n]\n")
+		}
 		w.Flush()
+		if hint != "" {
+			err = fmt.Errorf("%w; %s", err, hint)
+		}
 		fmt.Fprintf(stderr, "imasim parse: %s: %v\n", posArgs[0], err)
-		return 1
+		return exitFail
 	}
 	if *format == "json" {
 		w.WriteString("[")
@@ -167,32 +160,9 @@ func appendJSON(dst []byte, r *eventlog.Record, e *template.Entry, order templat
 		Fields:         []jsonField{},
 	}
 	for i, f := range e.Fields {
-		v, err := renderField(e.Desc.Field(i), f, order)
-		if err != nil {
-			return dst, err
-		}
-		jr.Fields = append(jr.Fields, jsonField{ID: e.Desc.Field(i).String(), Value: v})
+		v := template.AppendFieldASCII(nil, e.Desc.Field(i), f, order)
+		jr.Fields = append(jr.Fields, jsonField{ID: e.Desc.Field(i).String(), Value: string(v)})
 	}
 	b, err := json.Marshal(jr)
 	return append(dst, b...), err
-}
-
-// renderField returns a field as the ASCII list shows it: it renders an
-// entry of the one-field custom template "<id>" and keeps what follows the
-// template name.
-func renderField(id template.FieldID, data []byte, order template.Order) (string, error) {
-	desc, err := template.ParseFmt(id.String())
-	if err != nil {
-		return "", err
-	}
-	e := &template.Entry{Desc: desc, Fields: [][]byte{data}, Digests: []tpmext.Digest{{}}}
-	line, err := e.AppendASCII(nil, 0, order)
-	if err != nil {
-		return "", err
-	}
-	prefix := len(" 0  ") + len(desc.Fmt()) + 1 // "%2d", " ", empty digest, " ", name, " "
-	if len(line) < prefix+1 {
-		return "", fmt.Errorf("field %s renders as %q", id, line)
-	}
-	return string(line[prefix : len(line)-1]), nil
 }

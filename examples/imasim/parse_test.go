@@ -130,12 +130,18 @@ func TestParseErrors(t *testing.T) {
 	if rc != 1 || strings.Count(out, "\n") != 361 || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "record 361 at offset") {
 		t.Errorf("truncated: rc %d, %d lines, %q", rc, strings.Count(out, "\n"), errs)
 	}
+	// JSON output stays valid: the records before the torn one.
+	rc, out, errs = evCmd("parse", "--format", "json", cut)
+	var recs []jsonRecord
+	if err := json.Unmarshal([]byte(out), &recs); rc != 1 || err != nil || len(recs) != 361 || !strings.Contains(errs, "record 361 at offset") {
+		t.Errorf("truncated, JSON: rc %d, %d records, %v, %q", rc, len(recs), err, errs)
+	}
 	for _, args := range [][]string{{"parse"}, {"parse", "--format", "xml", evIBMSHA1}, {"parse", "--digest-len", "7", evIBMSHA1}, {"parse", "a", "b"}, {"parse", "/nonexistent"}} {
 		if rc, _, errs := evCmd(args...); rc != 2 || errs == "" {
 			t.Errorf("%v: rc %d %q", args, rc, errs)
 		}
 	}
-	if rc, _, errs := evCmd("parse", "-h"); rc != 0 || !strings.Contains(errs, "usage: imasim parse") {
+	if rc, out, _ := evCmd("parse", "-h"); rc != 0 || !strings.Contains(out, "usage: imasim parse") {
 		t.Errorf("-h: rc %d", rc)
 	}
 	// Standard input.

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -65,55 +63,49 @@ flags:
 `
 
 func runRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, runHelp); fs.PrintDefaults() }
+	fs := newFlagSet("run", runHelp, stdout)
 	verbose := fs.Bool("v", false, "print each script's transcript (the script with what each command printed)")
 	update := fs.Bool("update", false, "rewrite each file with the actual output in place of its expectations")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	files, code, ok := fs.parse(args, false, stderr)
+	if !ok {
+		return code
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return 2
+	if len(files) == 0 {
+		return usageErr(stderr, "run", "no FILE given")
 	}
-	status := 0
-	for _, path := range fs.Args() {
-		if !runOne(path, *verbose, *update, stdout) {
-			status = 1
-		}
+	status := exitOK
+	for _, path := range files {
+		status = max(status, runOne(path, *verbose, *update, stdout))
 	}
 	return status
 }
 
-// runOne runs or updates one script and reports it; it returns false on
-// failure.
-func runOne(path string, verbose, update bool, stdout io.Writer) bool {
+// runOne runs or updates one script and reports it; it returns the exit
+// code: exitUsage for a script that cannot be read or does not parse,
+// exitFail for one that does not match.
+func runOne(path string, verbose, update bool, stdout io.Writer) int {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		fmt.Fprintf(stdout, "FAIL %s\n\t%v\n", path, err)
-		return false
+		return exitUsage
 	}
 	s, err := scenario.Parse(path, src)
 	if err != nil {
 		fmt.Fprintf(stdout, "FAIL %s\n\t%v\n", path, err)
-		return false
+		return exitUsage
 	}
 	if update {
 		out, err := s.Update()
 		if err != nil {
 			fmt.Fprintf(stdout, "FAIL %s (not rewritten)\n\t%v\n", path, err)
-			return false
+			return exitFail
 		}
 		if err := os.WriteFile(path, out, 0o644); err != nil {
 			fmt.Fprintf(stdout, "FAIL %s\n\t%v\n", path, err)
-			return false
+			return exitFail
 		}
 		fmt.Fprintf(stdout, "UPDATED %s (%d commands)\n", path, s.Len())
-		return true
+		return exitOK
 	}
 	var transcript io.Writer
 	if verbose {
@@ -122,8 +114,8 @@ func runOne(path string, verbose, update bool, stdout io.Writer) bool {
 	}
 	if err := s.Run(transcript); err != nil {
 		fmt.Fprintf(stdout, "FAIL %s\n\t%v\n", path, err)
-		return false
+		return exitFail
 	}
 	fmt.Fprintf(stdout, "PASS %s (%d commands)\n", path, s.Len())
-	return true
+	return exitOK
 }

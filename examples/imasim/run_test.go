@@ -77,13 +77,13 @@ func TestRunUpdate(t *testing.T) {
 }
 
 func TestRunUsage(t *testing.T) {
-	if code, _, errOut := runCmd(t); code != 2 || !strings.Contains(errOut, "usage: imasim run") {
+	if code, _, errOut := runCmd(t); code != 2 || !strings.Contains(errOut, "imasim run: no FILE given") {
 		t.Errorf("no files: exit %d, stderr %q", code, errOut)
 	}
-	if code, _, errOut := runCmd(t, "-h"); code != 0 || !strings.Contains(errOut, "! ERRNO") {
-		t.Errorf("-h: exit %d, stderr %q", code, errOut)
+	if code, out, _ := runCmd(t, "-h"); code != 0 || !strings.Contains(out, "! ERRNO") {
+		t.Errorf("-h: exit %d, stdout %q", code, out)
 	}
-	if code, out, _ := runCmd(t, filepath.Join(t.TempDir(), "missing.txt")); code != 1 || !strings.Contains(out, "FAIL") {
+	if code, out, _ := runCmd(t, filepath.Join(t.TempDir(), "missing.txt")); code != 2 || !strings.Contains(out, "FAIL") {
 		t.Errorf("missing file: exit %d, output %q", code, out)
 	}
 }

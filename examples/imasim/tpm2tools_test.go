@@ -15,7 +15,6 @@ import (
 
 	"github.com/imasim/imasim/ima"
 	"github.com/imasim/imasim/ima/eventlog"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging/collector"
 	"github.com/imasim/imasim/tpmext"
 	"github.com/imasim/imasim/tpmext/swtpmtest"
@@ -110,10 +109,9 @@ func TestRoundTripTPM2Tools(t *testing.T) {
 
 	// The kernel goes on: the quote now lags the list.
 	for i := 0; i < 40; i++ {
-		require.NoError(t, w.kernel.Measure(ima.File{
-			Path: fmt.Sprintf("/opt/after-quote-%d", i),
-			File: template.File{Content: fmt.Appendf(nil, "after %d", i), Mode: 0o100755},
-		}))
+		f := ima.NewFile(fmt.Sprintf("/opt/after-quote-%d", i), fmt.Appendf(nil, "after %d", i))
+		f.Mode = 0o100755
+		require.NoError(t, w.kernel.Measure(f))
 	}
 	require.NoError(t, w.cycle(collector.DeleteN, nil))
 	log, total := wholeLog()

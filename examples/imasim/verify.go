@@ -100,10 +100,15 @@ type listFlags struct {
 }
 
 func (lf *listFlags) register(fs *flag.FlagSet) {
-	fs.IntVar(&lf.digestLen, "digest-len", 0, "template-digest column width of a binary list: 20 (binary_runtime_measurements, the default), 32, 48 or 64 (binary_runtime_measurements_<alg>); an ASCII list's width is read from its first line")
+	fs.IntVar(&lf.digestLen, "digest-len", 0, "template-digest column width of a binary list: 20 (binary_runtime_measurements), 32, 48 or 64 (binary_runtime_measurements_<alg>); an ASCII list's width is read from its first line. Without this flag, --ascii, --column-alg and --big-endian, the format is found from the start of LOG")
 	fs.StringVar(&lf.columnAlg, "column-alg", "", "algorithm of the column (default: sha1 for 20 bytes, sha256 for 32, sha384 for 48, sha512 for 64; say sm3_256 for a *_sm3 list)")
 	fs.BoolVar(&lf.bigEndian, "big-endian", false, "the list comes from a big-endian kernel booted without ima_canonical_fmt")
-	fs.BoolVar(&lf.ascii, "ascii", false, "LOG is an ascii_runtime_measurements file (its template data is rebuilt from the fields)")
+	fs.BoolVar(&lf.ascii, "ascii", false, "LOG is an ascii_runtime_measurements file (its template data is rebuilt from the fields); found without the flag when no format flag is given")
+}
+
+// given reports whether a flag names the list's format.
+func (lf *listFlags) given() bool {
+	return lf.digestLen != 0 || lf.columnAlg != "" || lf.bigEndian || lf.ascii
 }
 
 func (lf *listFlags) options() (eventlog.Options, error) {
@@ -128,63 +133,27 @@ func (lf *listFlags) options() (eventlog.Options, error) {
 	return o, nil
 }
 
-// parseArgs parses flags that may come before or after the positional
-// arguments.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-// openList opens LOG ("-" is standard input).
-func openList(name string) (io.ReadCloser, error) {
-	if name == "-" {
-		return io.NopCloser(os.Stdin), nil
-	}
-	return os.Open(name)
-}
-
 func runVerify(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), verifyHelp)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("verify", verifyHelp, stdout)
 	var pcrs pcrsFlag
 	var lf listFlags
 	fs.Var(&pcrs, "pcrs", "expected PCR values of bank `ALG,FILE`: ALG is sha1, sha256, sha384, sha512, sm3_256, ...; repeat for each bank (at least one); FILE alone means sha1, as with evmctl")
 	pcrList := fs.String("pcr", "10", "comma-separated PCRs to check; every record must extend one of them (add the PCRs of policy pcr= rules)")
-	lf.register(fs)
+	lf.register(fs.FlagSet)
 	violations := fs.String("violations", "ff", "what a violation (all-zero template digest) extends: ff as the kernel does, or zero as evmctl does without --ignore-violations")
 	padded := fs.Bool("padded-sha1", false, "replay as kernels before 5.8 extended: the SHA-1 template digest zero-padded into every bank")
 	prefix := fs.Bool("prefix", false, "succeed when some prefix of LOG reaches the values (a quote lags the list) and print N, the records it covers; the rest is not read")
 	resume := fs.String("resume", "", "start from the state saved in `FILE` by --save-state (LOG holds the whole list, or starts at the state's record with --first-record)")
 	first := fs.Int("first-record", 0, "LOG starts at this record of the list (a tail sent by an agent); needs --resume")
-	save := fs.String("save-state", "", "write the state reached (records replayed, every PCR of every bank) to `FILE` as JSON, for --resume")
+	save := fs.String("save-state", "", "write the state reached (records replayed, every PCR of every bank) to `FILE` as JSON (banks by name, values in hex), for --resume")
 	workers := fs.Int("workers", 0, "hashing goroutines (0: one per CPU; more than the number of CPUs is clamped to it)")
 	var quote quoteFlags
-	quote.register(fs)
-	posArgs, err := parseArgs(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	quote.register(fs.FlagSet)
+	posArgs, code, ok := fs.parse(args, true, stderr)
+	if !ok {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "imasim verify: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "Run 'imasim verify -h' for help.")
-		return 2
-	}
+	usageErr := func(format string, a ...any) int { return usageErr(stderr, "verify", format, a...) }
 	if len(posArgs) != 1 {
 		return usageErr("want exactly one LOG, got %d arguments", len(posArgs))
 	}
@@ -267,12 +236,12 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	}
 
 	name := posArgs[0]
-	in, err := openList(name)
+	in, br, opts, hint, err := openListAs(name, &lf, opts)
 	if err != nil {
 		return usageErr("%v", err)
 	}
 	defer in.Close()
-	rd, err := eventlog.NewReader(in, opts)
+	rd, err := eventlog.NewReader(br, opts)
 	if err != nil {
 		return usageErr("%v", err)
 	}
@@ -283,11 +252,14 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		st, err = rd.Verify(want, ropts)
 	}
 	if err != nil {
+		if hint != "" {
+			err = fmt.Errorf("%w; %s", err, hint)
+		}
 		fmt.Fprintf(stderr, "imasim verify: %s: %v\n", name, err)
 		if errors.Is(err, eventlog.ErrState) || errors.Is(err, eventlog.ErrOptions) {
-			return 2
+			return exitUsage
 		}
-		return 1
+		return exitFail
 	}
 	if *save != "" {
 		b, err := json.MarshalIndent(st, "", "  ")

@@ -3,13 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/imasim/imasim/ima"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
@@ -32,9 +32,10 @@ type workload struct {
 	Seed       int64
 	TPMKind    string // a --tpm spec: "auto" or tpmext.Open's spelling
 	StoreDir   string
-	Hash       string // ima_hash; empty is sha256
-	NoStaging  bool   // CONFIG_IMA_STAGING=n
-	PageSize   int    // PAGE_SIZE; 0 is 4096
+	Hash       string    // ima_hash; empty is sha256
+	NoStaging  bool      // CONFIG_IMA_STAGING=n
+	PageSize   int       // PAGE_SIZE; 0 is 4096
+	BootIDRand io.Reader // ima.Config.BootIDRand: nil is random
 
 	// Filled by run.
 	kernel   *ima.Kernel
@@ -95,6 +96,7 @@ func (w *workload) boot() error {
 	cfg := ima.Config{
 		TPM: w.tpm, HashAlgo: hash, Template: w.Template, Staging: !w.NoStaging,
 		FlushHtable: w.Flush, Kexec: true, Firmware: firmware(w.Seed), PageSize: w.PageSize,
+		BootIDRand: w.BootIDRand,
 	}
 	if w.kernel, err = ima.New(cfg); err != nil {
 		w.tpm.Close()
@@ -168,10 +170,9 @@ func (w *workload) measure(r *rand.Rand, i int, violation bool) error {
 		n = r.Intn(i) // re-measure an earlier file
 	}
 	content := fmt.Appendf(nil, "content of file %d seed %d", n, w.Seed)
-	err := w.kernel.Measure(ima.File{
-		Path: fmt.Sprintf("/usr/lib/imasim/file-%05d", n),
-		File: template.File{Content: content, UID: 0, GID: 0, Mode: 0o100755},
-	})
+	f := ima.NewFile(fmt.Sprintf("/usr/lib/imasim/file-%05d", n), content)
+	f.Mode = 0o100755 // root:root
+	err := w.kernel.Measure(f)
 	switch {
 	case err == nil:
 		w.stats.measured++

@@ -112,10 +112,7 @@ func memoryOverTime(n, k int, stage, flush bool) (*memRun, error) {
 	fsys := kern.FS(staging.Root(1))
 	step := max(1, n/2000)
 	for i := 1; i <= n; i++ {
-		f := ima.File{
-			Path: fmt.Sprintf("/usr/lib/x86_64-linux-gnu/libexample-%06d.so", i),
-			File: template.File{Content: fmt.Appendf(nil, "content %d", i)},
-		}
+		f := ima.NewFile(fmt.Sprintf("/usr/lib/x86_64-linux-gnu/libexample-%06d.so", i), fmt.Appendf(nil, "content %d", i))
 		if err := kern.Measure(f); err != nil {
 			return nil, err
 		}

@@ -116,11 +116,10 @@
 // with template.Scanner (no allocation per record), workers compute the template digests of
 // whole batches on every core, one goroutine per bank extends that bank in
 // list order (a bank is a hash chain, but the banks are independent), and
-// the calling goroutine scans the records in order and decides. On a
-// two-core machine a 100,000-record list verifies against four banks in
-// about half the time one core needs for the hashes alone
-// (BenchmarkVerify), and scripts/compare-evmctl.sh times it against
-// evmctl.
+// the calling goroutine scans the records in order and decides.
+// BenchmarkVerify measures it against the hashes alone on one core, and
+// scripts/compare-evmctl.sh against evmctl; docs/PERFORMANCE.md has the
+// figures.
 //
 // # Concurrency
 //

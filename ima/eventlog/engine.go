@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -435,7 +436,8 @@ func (rp *replayer) setTarget(t *Target) error {
 		}
 		return nil
 	}
-	for a, vals := range t.PCRs {
+	for _, a := range slices.Sorted(maps.Keys(t.PCRs)) { // errors name the same bank every run
+		vals := t.PCRs[a]
 		bk := bankOf(a)
 		bk.target = true
 		pcrs := make([]int, 0, len(vals))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,7 +89,8 @@ func ParsePCRFile(r io.Reader, bank tpmext.Algorithm) (map[int][]byte, error) {
 		return nil, fmt.Errorf("%w: no PCR values", ErrPCRFile)
 	}
 	out := make(map[int][]byte, len(byPCR))
-	for pcr, vs := range byPCR {
+	for _, pcr := range slices.Sorted(maps.Keys(byPCR)) { // the lowest bad PCR is the one named
+		vs := byPCR[pcr]
 		var pick []byte
 		var sizes []int
 		for _, v := range vs {

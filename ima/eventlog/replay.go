@@ -51,14 +51,15 @@ type ReplayOptions struct {
 // State is where a replay stands: the number of records replayed and the
 // running value of every PCR of every replayed bank. Incremental verifiers
 // save it and resume from it (ReplayOptions.From), as Keylime does with
-// next_ima_ml_entry and its saved PCR-10 values.
+// next_ima_ml_entry and its saved PCR-10 values. Its JSON form names the
+// banks and writes the values in hex (see MarshalJSON).
 type State struct {
 	// Records is the number of records replayed: the index of the next.
-	Records int `json:"records"`
+	Records int
 	// Offset is the input offset of the next record (or line).
-	Offset int64 `json:"offset"`
+	Offset int64
 	// PCRs holds tpmext.NumPCRs values per replayed bank.
-	PCRs tpmext.PCRValues `json:"pcrs"`
+	PCRs tpmext.PCRValues
 }
 
 // Clone returns a deep copy of s.

@@ -513,7 +513,8 @@ func parseMeasure(args []word) (action, error) {
 	if err != nil {
 		return nil, fmt.Errorf("measure: %v; usage: measure PATH CONTENT [pcr=N] [uid=N] [gid=N] [mode=OCTAL] [template=NAME]", err)
 	}
-	f := ima.File{Path: pos[0], File: template.File{Content: []byte(pos[1])}, Template: opts["template"]}
+	f := ima.NewFile(pos[0], []byte(pos[1]))
+	f.Template = opts["template"]
 	if f.PCR, err = pcrOption(opts); err != nil {
 		return nil, fmt.Errorf("measure: %v", err)
 	}

@@ -109,7 +109,13 @@ type DecodeError struct {
 	Err error
 }
 
+// Error names the record by index and the offset of the wrong item, and
+// the record's own offset where it differs: "record 3 at offset 250 (the
+// record starts at offset 212): ...".
 func (e *DecodeError) Error() string {
+	if e.RecordOffset != e.Offset {
+		return fmt.Sprintf("record %d at offset %d (the record starts at offset %d): %v", e.Index, e.Offset, e.RecordOffset, e.Err)
+	}
 	return fmt.Sprintf("record %d at offset %d: %v", e.Index, e.Offset, e.Err)
 }
 

@@ -338,3 +338,16 @@ func TestDecoderReaderError(t *testing.T) {
 		t.Errorf("err = %v, want boom at record 0 offset 28", err)
 	}
 }
+
+// TestDecodeErrorNamesRecordStart: an error inside a record names the
+// wrong item's offset and the record's start.
+func TestDecodeErrorNamesRecordStart(t *testing.T) {
+	e := &DecodeError{Index: 3, Offset: 250, RecordOffset: 212, Err: ErrTruncated}
+	if got, want := e.Error(), "record 3 at offset 250 (the record starts at offset 212): truncated record"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	e = &DecodeError{Index: 3, Offset: 212, RecordOffset: 212, Err: ErrTruncated}
+	if got, want := e.Error(), "record 3 at offset 212: truncated record"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

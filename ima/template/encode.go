@@ -113,12 +113,16 @@ func (e *Entry) AppendASCII(dst []byte, slot int, o Order) ([]byte, error) {
 		if len(f) == 0 {
 			continue
 		}
-		dst = appendFieldASCII(dst, e.Desc.Field(i), f, o)
+		dst = AppendFieldASCII(dst, e.Desc.Field(i), f, o)
 	}
 	return append(dst, '\n'), nil
 }
 
-// appendFieldASCII renders one non-empty field.
+// AppendFieldASCII appends field f's data as the ASCII list shows it
+// (what follows the field's space in AppendASCII's line): a digest with
+// its algorithm as "sha256:" and hex, digests and signatures in hex,
+// strings up to their NUL, integers in decimal read in order o. Empty
+// data appends nothing.
 //
 // Mirrors security/integrity/ima/ima_template_lib.c:ima_show_template_data_ascii().
 //
@@ -130,7 +134,7 @@ func (e *Entry) AppendASCII(dst []byte, slot int, o Order) ([]byte, error) {
 //     the length).
 //   - A string field without NUL is shown whole (the kernel reads up to the
 //     NUL it allocates after restored data).
-func appendFieldASCII(dst []byte, f FieldID, data []byte, o Order) []byte {
+func AppendFieldASCII(dst []byte, f FieldID, data []byte, o Order) []byte {
 	switch fieldTable[f].show {
 	case showDigestWithAlgo:
 		s := cString(data)

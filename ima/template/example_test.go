@@ -80,3 +80,16 @@ func ExampleDecoder() {
 	// Output:
 	// 10 0adefe762c149c7cec19da62f0da1297fcfbffff ima-ng sha256:0000000000000000000000000000000000000000000000000000000000000000 boot_aggregate
 }
+
+// Render single fields as the ASCII list shows them, for example to
+// put them in a JSON record.
+func ExampleAppendFieldASCII() {
+	dng := append([]byte("sha256:\x00"), make([]byte, 32)...)
+	fmt.Printf("%s\n", template.AppendFieldASCII(nil, template.FieldDNG, dng, template.LittleEndian))
+	fmt.Printf("%s\n", template.AppendFieldASCII(nil, template.FieldNNG, []byte("/usr/bin/kmod\x00"), template.LittleEndian))
+	fmt.Printf("%s\n", template.AppendFieldASCII(nil, template.FieldIUID, []byte{0xe8, 0x03, 0, 0}, template.LittleEndian))
+	// Output:
+	// sha256:0000000000000000000000000000000000000000000000000000000000000000
+	// /usr/bin/kmod
+	// 1000
+}

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/imasim/imasim/ima"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
@@ -27,7 +26,7 @@ import (
 // records staged the check failed and the batch was committed although the
 // kernel kept it, and the collector then served those records twice.
 func TestCollectorKeepsBatchBehindStaged(t *testing.T) {
-	file := func(p string) ima.File { return ima.File{Path: p, File: template.File{Content: []byte(p)}} }
+	file := func(p string) ima.File { return ima.NewFile(p, []byte(p)) }
 	for _, tc := range []struct {
 		name  string
 		flush bool
@@ -43,7 +42,7 @@ func TestCollectorKeepsBatchBehindStaged(t *testing.T) {
 			require.NoError(t, staging.WriteFile(k.FS(staging.Root(1)), "binary_runtime_measurements_staged", []byte("A\n")))
 			require.NoError(t, k.Measure(file("/b"))) // the current list is [/b]
 			crash := !tc.flush
-			c, err := collector.Open(t.TempDir(), k.FS(staging.Root(CollectorTID)), collector.Options{
+			c, err := collector.Open(t.TempDir(), k.FS(staging.Root(collectorTID)), collector.Options{
 				Flavour: collector.DeleteN, BootID: k.BootID(), Layout: k.Layout(), Retries: 1,
 				Hook: func(s collector.Step) error {
 					if crash && s == collector.StepSealed {
@@ -113,11 +112,11 @@ func TestCollectorPartlyCarriedBatch(t *testing.T) {
 	_, err = k.KexecLoad() // sized for boot_aggregate
 	require.NoError(t, err)
 	for _, p := range []string{"/a", "/b"} {
-		require.NoError(t, k.Measure(ima.File{Path: p, File: template.File{Content: []byte(p)}}))
+		require.NoError(t, k.Measure(ima.NewFile(p, []byte(p))))
 	}
 	crash := true
 	dir := t.TempDir()
-	c, err := collector.Open(dir, k.FS(staging.Root(CollectorTID)), collector.Options{
+	c, err := collector.Open(dir, k.FS(staging.Root(collectorTID)), collector.Options{
 		Flavour: collector.DeleteN, BootID: k.BootID(), Layout: k.Layout(), Retries: 1,
 		Hook: func(s collector.Step) error {
 			if crash && s == collector.StepSealed {
@@ -134,7 +133,7 @@ func TestCollectorPartlyCarriedBatch(t *testing.T) {
 	require.NoError(t, err)
 	res, _ := k2.Restored()
 	require.Equal(t, 2, res.Restored)
-	_, err = collector.Open(dir, k2.FS(staging.Root(CollectorTID)), collector.Options{
+	_, err = collector.Open(dir, k2.FS(staging.Root(collectorTID)), collector.Options{
 		Flavour: collector.DeleteN, BootID: k2.BootID(), NewBoot: collector.Kexec, Layout: k2.Layout(), Retries: 1})
 	require.ErrorIs(t, err, collector.ErrPartlyCarried)
 	require.ErrorContains(t, err, "2 of its 3 records came back")

@@ -25,5 +25,5 @@
 // readers and would-be writers under -race, with invariants checked as they
 // run and at the end).
 //
-// Lock order: Model.mu only; the runner takes no other lock of its own.
+// Lock order: model.mu only; the runner takes no other lock of its own.
 package harness

@@ -18,56 +18,56 @@ import (
 	"github.com/imasim/imasim/tpmext"
 )
 
-// Config is the kernel configuration of one sequence: the TPM's banks and
+// config is the kernel configuration of one sequence: the TPM's banks and
 // the kernel's build options and boot parameters that the staging series
 // depends on.
-type Config struct {
-	// Banks are the software TPM's PCR banks, in the TPM's order.
-	Banks []tpmext.Algorithm
-	// HashAlgo is ima_hash= ("sha1" or "sha256").
-	HashAlgo string
-	// Template is ima_template= ("" is ima-ng).
-	Template string
-	// BigEndian models a big-endian kernel without ima_canonical_fmt.
-	BigEndian bool
-	// Staging is CONFIG_IMA_STAGING, FlushHtable ima_flush_htable,
-	// HtableDisabled CONFIG_IMA_DISABLE_HTABLE, Kexec CONFIG_IMA_KEXEC.
-	Staging, FlushHtable, HtableDisabled, Kexec bool
-	// NDeleteNeedsStaging makes the original list files read-only (0440,
+type config struct {
+	// banks are the software TPM's PCR banks, in the TPM's order.
+	banks []tpmext.Algorithm
+	// hashAlgo is ima_hash= ("sha1" or "sha256").
+	hashAlgo string
+	// template is ima_template= ("" is ima-ng).
+	template string
+	// bigEndian models a big-endian kernel without ima_canonical_fmt.
+	bigEndian bool
+	// staging is CONFIG_IMA_STAGING, flushHtable ima_flush_htable,
+	// htableDisabled CONFIG_IMA_DISABLE_HTABLE, kexec CONFIG_IMA_KEXEC.
+	staging, flushHtable, htableDisabled, kexec bool
+	// nDeleteNeedsStaging makes the original list files read-only (0440,
 	// no write operation) without CONFIG_IMA_STAGING, as the documentation
 	// describes and the v7 code does not (docs/SPEC.md Q1).
-	NDeleteNeedsStaging bool
-	// CriticalData is a policy that measures critical data: the
+	nDeleteNeedsStaging bool
+	// criticalData is a policy that measures critical data: the
 	// kernel_version record at boot and, with Kexec, the kexec_load and
 	// kexec_execute records.
-	CriticalData bool
-	// PageSize is PAGE_SIZE (seq_file buffers, kexec segments); 0 is 4096.
-	PageSize int
+	criticalData bool
+	// pageSize is PAGE_SIZE (seq_file buffers, kexec segments); 0 is 4096.
+	pageSize int
 }
 
-func (c Config) pageSize() int { return measlist.PageSizeOr(c.PageSize) }
+func (c config) pageBytes() int { return measlist.PageSizeOr(c.pageSize) }
 
-func (c Config) templateName() string {
-	if c.Template == "" {
+func (c config) templateName() string {
+	if c.template == "" {
 		return "ima-ng"
 	}
-	return c.Template
+	return c.template
 }
 
 // String describes the configuration on one line, for scripts.
-func (c Config) String() string {
-	banks := make([]string, len(c.Banks))
-	for i, b := range c.Banks {
+func (c config) String() string {
+	banks := make([]string, len(c.banks))
+	for i, b := range c.banks {
 		banks[i] = b.String()
 	}
-	s := []string{"banks=" + strings.Join(banks, ","), "ima_hash=" + c.HashAlgo, "template=" + c.templateName(),
-		fmt.Sprintf("page=%d", c.pageSize())}
+	s := []string{"banks=" + strings.Join(banks, ","), "ima_hash=" + c.hashAlgo, "template=" + c.templateName(),
+		fmt.Sprintf("page=%d", c.pageBytes())}
 	for _, k := range []struct {
 		on   bool
 		name string
-	}{{c.Staging, "IMA_STAGING"}, {c.FlushHtable, "ima_flush_htable"}, {c.HtableDisabled, "IMA_DISABLE_HTABLE"},
-		{c.Kexec, "IMA_KEXEC"}, {c.CriticalData, "critical-data"}, {c.BigEndian, "big-endian"},
-		{c.NDeleteNeedsStaging, "N-delete-needs-staging"}} {
+	}{{c.staging, "IMA_STAGING"}, {c.flushHtable, "ima_flush_htable"}, {c.htableDisabled, "IMA_DISABLE_HTABLE"},
+		{c.kexec, "IMA_KEXEC"}, {c.criticalData, "critical-data"}, {c.bigEndian, "big-endian"},
+		{c.nDeleteNeedsStaging, "N-delete-needs-staging"}} {
 		if k.on {
 			s = append(s, k.name)
 		}
@@ -75,11 +75,11 @@ func (c Config) String() string {
 	return strings.Join(s, " ")
 }
 
-// Tasks are the callers of the securityfs in a sequence, by index: two root
+// tasks are the callers of the securityfs in a sequence, by index: two root
 // processes, a uid-0 task without capabilities, an unprivileged user, and a
 // member of group 0 with CAP_SYS_ADMIN only. The collector is task
-// CollectorTID, root.
-var Tasks = []staging.Task{
+// collectorTID, root.
+var tasks = []staging.Task{
 	staging.Root(1),
 	staging.Root(2),
 	{TID: 3},
@@ -87,8 +87,8 @@ var Tasks = []staging.Task{
 	{TID: 5, UID: 1000, GID: 1000, Groups: []uint32{0}, CapSysAdmin: true},
 }
 
-// CollectorTID is the thread id of the collector's task.
-const CollectorTID = 100
+// collectorTID is the thread id of the collector's task.
+const collectorTID = 100
 
 // Indexes of the counters (enum binary_lists).
 const (
@@ -100,26 +100,26 @@ const (
 // kexecHeaderSize is sizeof(struct ima_kexec_hdr).
 const kexecHeaderSize = 24
 
-// Record is one measurement record as the model knows it: the entry built by
+// record is one measurement record as the model knows it: the entry built by
 // the record layer, and the bytes every list file shows for it.
-type Record struct {
-	// ID numbers the records of a sequence in the order they were built.
-	ID int
-	// What says what the record is, for scripts.
-	What      string
-	Entry     *template.Entry
-	PCR       uint32
-	Violation bool
-	// Key is the template digest in the ima_hash slot (zeros for a
+type record struct {
+	// id numbers the records of a sequence in the order they were built.
+	id int
+	// what says what the record is, for scripts.
+	what      string
+	entry     *template.Entry
+	pcr       uint32
+	violation bool
+	// key is the template digest in the ima_hash slot (zeros for a
 	// violation): with PCR, the hash-table key.
-	Key []byte
+	key []byte
 	// Size is what get_binary_runtime_size() counts.
 	Size uint64
-	// Views are the record as each list-file view shows it (binary or
-	// ASCII, one digest slot); Dump is the binary record with the SHA-1
+	// views are the record as each list-file view shows it (binary or
+	// ASCII, one digest slot); dump is the binary record with the SHA-1
 	// column, as the kexec dump and the collector see it.
-	Views [][]byte
-	Dump  []byte
+	views [][]byte
+	dump  []byte
 }
 
 // view is one way a list file renders records.
@@ -143,7 +143,7 @@ type node struct {
 	perm     uint32
 	target   string
 	staged   bool
-	view     int // index into Model.views
+	view     int // index into model.views
 	writable bool
 	counter  int // 0 runtime_measurements_count, 1 violations
 }
@@ -157,8 +157,8 @@ type htKey struct {
 // stay (suspended) so that files opened on them still answer.
 type mKernel struct {
 	n              int
-	current        []*Record // ima_measurements
-	staged         []*Record // ima_measurements_staged
+	current        []*record // ima_measurements
+	staged         []*record // ima_measurements_staged
 	num            [3]int64  // ima_num_records[]
 	size           [3]uint64 // binary_runtime_size[] (with CONFIG_IMA_KEXEC)
 	violations     int64     // ima_num_violations
@@ -182,7 +182,7 @@ type mFile struct {
 	k           *mKernel
 	node        *node
 	name        string
-	task        int // index into Tasks, or -1 for the collector
+	task        int // index into tasks, or -1 for the collector
 	read, write bool
 	closed      bool
 	pos         int64
@@ -194,10 +194,10 @@ type mFile struct {
 type epoch struct {
 	// log holds every record added since the epoch began, in order,
 	// carried across kexecs; records a kexec failed to carry are removed.
-	log []*Record
+	log []*record
 	// deleted are the batches removed from the kernel by D or N (or lost
 	// by a D that failed to flush), in the order of their removal.
-	deleted [][]*Record
+	deleted [][]*record
 	// gap is set when N removed records while older ones were staged: the
 	// removal order is then not the log order (docs/SPEC.md §4.2).
 	gap bool
@@ -211,23 +211,23 @@ type epoch struct {
 	rawDeleted       bool
 	collectorAligned bool
 	// collectorWrong is set when the collector decided a pending batch
-	// against what the kernel did (see KnownBugs).
+	// against what the kernel did (see knownBugs).
 	collectorWrong bool
 }
 
 // Names of the collector's limitations the model detects and counts
-// (Model.KnownBugs) instead of failing the sequence: cases where its rule
+// (model.knownBugs) instead of failing the sequence: cases where its rule
 // for a pending batch (the batch is kept if its records appear, contiguous
 // and in order, in staged ++ current) decides against what the kernel did.
 const (
-	// LimitCollectorCommitsHeld: the kernel still holds some of the
+	// limitCollectorCommitsHeld: the kernel still holds some of the
 	// batch's records, not as the whole run (a kexec carried part of it),
 	// so the batch is committed and those records are served twice.
-	LimitCollectorCommitsHeld = "collector commits a batch whose records the kernel still holds in part"
-	// LimitCollectorAbortsDeleted: later records repeat a deleted batch
+	limitCollectorCommitsHeld = "collector commits a batch whose records the kernel still holds in part"
+	// limitCollectorAbortsDeleted: later records repeat a deleted batch
 	// byte for byte (documented in collector/doc.go), so the batch is
 	// taken as kept and its records are lost from the collector's log.
-	LimitCollectorAbortsDeleted = "collector aborts a deleted batch that later records repeat byte for byte"
+	limitCollectorAbortsDeleted = "collector aborts a deleted batch that later records repeat byte for byte"
 )
 
 // mCollector is the model of staging/collector with Retries 1 (an EBUSY
@@ -235,19 +235,19 @@ const (
 type mCollector struct {
 	k         *mKernel // the kernel its file system is
 	storeBoot *mKernel // the kernel of the store's last log or kernel frame
-	committed []*Record
-	pending   []*Record
+	committed []*record
+	pending   []*record
 	hasPend   bool
 	stuck     bool // ErrPartlyCarried was reported
 }
 
-// Model is the reference model of a simulated system: the kernel instances
+// model is the reference model of a simulated system: the kernel instances
 // of one machine, its TPM, the open files, and the collector.
 //
 // All methods take mu; it is written for clarity, not speed.
-type Model struct {
+type model struct {
 	mu       sync.Mutex
-	cfg      Config
+	cfg      config
 	layout   *template.Layout
 	bootDesc *template.Descriptor
 	order    template.Order
@@ -263,26 +263,26 @@ type Model struct {
 	failNext bool // the next hash-table allocation fails
 	coll     *mCollector
 	ep       *epoch
-	// KnownBugs counts the occurrences of known bugs and limitations.
-	KnownBugs map[string]int
+	// knownBugs counts the occurrences of known bugs and limitations.
+	knownBugs map[string]int
 }
 
-// NewModel boots the model of a machine with cfg, as ima.New does on a
+// newModel boots the model of a machine with cfg, as ima.New does on a
 // fresh software TPM.
-func NewModel(cfg Config) (*Model, error) {
-	m := &Model{cfg: cfg, seenSet: map[htKey]bool{}, pcrs: map[tpmext.Algorithm][][]byte{}, KnownBugs: map[string]int{}}
-	algo, err := template.ParseHashAlgo(cfg.HashAlgo)
+func newModel(cfg config) (*model, error) {
+	m := &model{cfg: cfg, seenSet: map[htKey]bool{}, pcrs: map[tpmext.Algorithm][][]byte{}, knownBugs: map[string]int{}}
+	algo, err := template.ParseHashAlgo(cfg.hashAlgo)
 	if err != nil {
 		return nil, err
 	}
 	m.bootDesc = template.Builtin(cfg.templateName())
 	if m.bootDesc == nil {
-		return nil, fmt.Errorf("harness: unknown template %q", cfg.Template)
+		return nil, fmt.Errorf("harness: unknown template %q", cfg.template)
 	}
-	if cfg.BigEndian {
+	if cfg.bigEndian {
 		m.order = template.BigEndian
 	}
-	if m.layout, err = template.NewLayout(cfg.Banks, algo, m.order); err != nil {
+	if m.layout, err = template.NewLayout(cfg.banks, algo, m.order); err != nil {
 		return nil, err
 	}
 	m.makeFiles()
@@ -297,7 +297,7 @@ func NewModel(cfg Config) (*Model, error) {
 // and ima_fs_init() do: per bank (and SHA-1 if no bank has it), binary and
 // ASCII, original (0660, writable since patch 11 regardless of
 // CONFIG_IMA_STAGING) and, with staging, _staged; the symlinks; the counters.
-func (m *Model) makeFiles() {
+func (m *model) makeFiles() {
 	m.nodes = map[string]*node{}
 	type suffix struct {
 		name string
@@ -305,7 +305,7 @@ func (m *Model) makeFiles() {
 	}
 	var sufs []suffix
 	hasSHA1 := false
-	for i, b := range m.cfg.Banks {
+	for i, b := range m.cfg.banks {
 		sufs = append(sufs, suffix{b.String(), i})
 		hasSHA1 = hasSHA1 || b == tpmext.SHA1
 	}
@@ -334,7 +334,7 @@ func (m *Model) makeFiles() {
 					v = len(m.views) - 1
 				}
 				perm, writable := uint32(0o660), true
-				if !staged && !m.cfg.Staging && m.cfg.NDeleteNeedsStaging {
+				if !staged && !m.cfg.staging && m.cfg.nDeleteNeedsStaging {
 					perm, writable = 0o440, false
 				}
 				m.nodes[name] = &node{name: name, kind: listNode, perm: perm, staged: staged, view: v, writable: writable}
@@ -347,7 +347,7 @@ func (m *Model) makeFiles() {
 	}
 	link("binary_runtime_measurements", "binary_runtime_measurements_sha1")
 	link("ascii_runtime_measurements", "ascii_runtime_measurements_sha1")
-	if m.cfg.Staging {
+	if m.cfg.staging {
 		lists(true)
 		link("binary_runtime_measurements_staged", "binary_runtime_measurements_sha1_staged")
 		link("ascii_runtime_measurements_staged", "ascii_runtime_measurements_sha1_staged")
@@ -361,8 +361,8 @@ func (m *Model) makeFiles() {
 }
 
 // resetPCRs sets every PCR to its value after TPM2_Startup(CLEAR).
-func (m *Model) resetPCRs() {
-	for _, b := range m.cfg.Banks {
+func (m *model) resetPCRs() {
+	for _, b := range m.cfg.banks {
 		v := make([][]byte, tpmext.NumPCRs)
 		for i := range v {
 			v[i] = tpmext.InitialPCRValue(i, b)
@@ -371,7 +371,7 @@ func (m *Model) resetPCRs() {
 	}
 }
 
-func (m *Model) pcrValues() tpmext.PCRValues {
+func (m *model) pcrValues() tpmext.PCRValues {
 	out := tpmext.PCRValues{}
 	for b, v := range m.pcrs {
 		out[b] = append([][]byte(nil), v...)
@@ -379,21 +379,21 @@ func (m *Model) pcrValues() tpmext.PCRValues {
 	return out
 }
 
-func (m *Model) cur() *mKernel { return m.kernels[len(m.kernels)-1] }
+func (m *model) cur() *mKernel { return m.kernels[len(m.kernels)-1] }
 
 // newRecord wraps an entry built by the record layer.
-func (m *Model) newRecord(e *template.Entry, violation bool, what string) *Record {
-	r := &Record{ID: m.nextID, What: what, Entry: e, PCR: e.PCR, Violation: violation}
+func (m *model) newRecord(e *template.Entry, violation bool, what string) *record {
+	r := &record{id: m.nextID, what: what, entry: e, pcr: e.PCR, violation: violation}
 	m.nextID++
 	algo := m.layout.HashAlgo()
 	if violation {
-		r.Key = make([]byte, algo.Size())
+		r.key = make([]byte, algo.Size())
 	} else {
 		d, err := e.TemplateDigest(algo, m.order)
 		if err != nil {
 			panic(fmt.Sprintf("harness: template digest: %v", err))
 		}
-		r.Key = d
+		r.key = d
 	}
 	// get_binary_runtime_size(): pcr, the SHA-1 sized digest, the name's
 	// length and the name, template_data_len and the data.
@@ -409,17 +409,17 @@ func (m *Model) newRecord(e *template.Entry, violation bool, what string) *Recor
 		if err != nil {
 			panic(fmt.Sprintf("harness: rendering: %v", err))
 		}
-		r.Views = append(r.Views, b)
+		r.views = append(r.views, b)
 	}
 	dump, err := e.AppendBinary(nil, m.layout.SHA1Index(), m.order)
 	if err != nil {
 		panic(fmt.Sprintf("harness: rendering: %v", err))
 	}
-	r.Dump = dump
+	r.dump = dump
 	return r
 }
 
-func (m *Model) noteKey(k htKey) {
+func (m *model) noteKey(k htKey) {
 	if !m.seenSet[k] {
 		m.seenSet[k] = true
 		m.seen = append(m.seen, k)
@@ -427,7 +427,7 @@ func (m *Model) noteKey(k htKey) {
 }
 
 // boot brings up a kernel instance with the records a kexec carried.
-func (m *Model) boot(carried []*Record) *mKernel {
+func (m *model) boot(carried []*record) *mKernel {
 	k := &mKernel{n: len(m.kernels), ht: map[htKey]bool{}, carriedRecords: len(carried)}
 	m.kernels = append(m.kernels, k)
 	// ima_restore_measurement_entry(): no hash table, no extend.
@@ -445,8 +445,8 @@ func (m *Model) boot(carried []*Record) *mKernel {
 	if err := m.add(k, m.newRecord(e, false, "boot_aggregate")); err != nil {
 		panic(fmt.Sprintf("harness: boot aggregate: %v", err))
 	}
-	if m.cfg.CriticalData {
-		m.measureBuffer(k, "kernel_version", []byte("7.2.0"), -1, false)
+	if m.cfg.criticalData {
+		m.measureBufferOn(k, "kernel_version", []byte("7.2.0"), -1, false)
 	}
 	return k
 }
@@ -454,13 +454,13 @@ func (m *Model) boot(carried []*Record) *mKernel {
 // add is ima_add_template_entry(): the suspension check, the duplicate
 // lookup (not for violations), the append with its counters and hash-table
 // insertion, and the extend.
-func (m *Model) add(k *mKernel, r *Record) error {
-	key := htKey{string(r.Key), r.PCR}
+func (m *model) add(k *mKernel, r *record) error {
+	key := htKey{string(r.key), r.pcr}
 	m.noteKey(key)
 	if k.suspended {
 		return syscall.ENODEV
 	}
-	if !r.Violation && !m.cfg.HtableDisabled && k.ht[key] {
+	if !r.violation && !m.cfg.htableDisabled && k.ht[key] {
 		return syscall.EEXIST
 	}
 	k.current = append(k.current, r)
@@ -468,7 +468,7 @@ func (m *Model) add(k *mKernel, r *Record) error {
 	k.num[cFull]++
 	k.size[cBinary] += r.Size
 	k.size[cFull] += r.Size
-	if !m.cfg.HtableDisabled {
+	if !m.cfg.htableDisabled {
 		k.ht[key] = true
 		k.htInserts++
 	}
@@ -479,25 +479,25 @@ func (m *Model) add(k *mKernel, r *Record) error {
 
 // extend extends r's PCR in every bank: H_bank(template data), or 0xFF for
 // a violation.
-func (m *Model) extend(r *Record) {
-	for _, b := range m.cfg.Banks {
-		old := m.pcrs[b][r.PCR]
-		m.pcrs[b][r.PCR] = tpmext.ExtendValue(b, old, extendDigest(r, b, m.order))
+func (m *model) extend(r *record) {
+	for _, b := range m.cfg.banks {
+		old := m.pcrs[b][r.pcr]
+		m.pcrs[b][r.pcr] = tpmext.ExtendValue(b, old, extendDigest(r, b, m.order))
 	}
 }
 
-func extendDigest(r *Record, b tpmext.Algorithm, o template.Order) []byte {
-	if r.Violation {
+func extendDigest(r *record, b tpmext.Algorithm, o template.Order) []byte {
+	if r.violation {
 		return bytes.Repeat([]byte{0xff}, b.Size())
 	}
-	d, err := r.Entry.TemplateDigest(template.HashAlgoFromTPM(b), o)
+	d, err := r.entry.TemplateDigest(template.HashAlgoFromTPM(b), o)
 	if err != nil {
 		panic(fmt.Sprintf("harness: template digest: %v", err))
 	}
 	return d
 }
 
-func (m *Model) descFor(name string) *template.Descriptor {
+func (m *model) descFor(name string) *template.Descriptor {
 	if name == "" {
 		return m.bootDesc
 	}
@@ -508,8 +508,8 @@ func (m *Model) descFor(name string) *template.Descriptor {
 	return d
 }
 
-// MeasureFile is a file measurement on the running kernel.
-func (m *Model) MeasureFile(path string, content []byte, pcr int, tmpl string) error {
+// measureFile is a file measurement on the running kernel.
+func (m *model) measureFile(path string, content []byte, pcr int, tmpl string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ev, err := template.NewFileEvent(path, &template.File{Content: content}, m.layout.HashAlgo(), nil)
@@ -530,14 +530,14 @@ func pcrOr10(pcr int) uint32 {
 	return uint32(pcr)
 }
 
-// MeasureBuffer is a buffer measurement (ima-buf) on the running kernel.
-func (m *Model) MeasureBuffer(name string, buf []byte, pcr int, hash bool) error {
+// measureBuffer is a buffer measurement (ima-buf) on the running kernel.
+func (m *model) measureBuffer(name string, buf []byte, pcr int, hash bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.measureBuffer(m.cur(), name, buf, pcr, hash)
+	return m.measureBufferOn(m.cur(), name, buf, pcr, hash)
 }
 
-func (m *Model) measureBuffer(k *mKernel, name string, buf []byte, pcr int, hash bool) error {
+func (m *model) measureBufferOn(k *mKernel, name string, buf []byte, pcr int, hash bool) error {
 	e, err := m.layout.NewEntry(template.Builtin("ima-buf"), pcrOr10(pcr), m.layout.BufferEvent(name, buf, hash))
 	if err != nil {
 		return err
@@ -545,9 +545,9 @@ func (m *Model) measureBuffer(k *mKernel, name string, buf []byte, pcr int, hash
 	return m.add(k, m.newRecord(e, false, name))
 }
 
-// Violation is ima_add_violation(): the counter moves first, then the
+// violation is ima_add_violation(): the counter moves first, then the
 // record (boot template, PCR 10, zero digests) is added.
-func (m *Model) Violation(path, cause string) error {
+func (m *model) violation(path, cause string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := m.cur()
@@ -559,15 +559,15 @@ func (m *Model) Violation(path, cause string) error {
 	return m.add(k, m.newRecord(e, true, "violation "+path))
 }
 
-// ArmFailAlloc makes the next hash-table allocation fail.
-func (m *Model) ArmFailAlloc() {
+// armFailAlloc makes the next hash-table allocation fail.
+func (m *model) armFailAlloc() {
 	m.mu.Lock()
 	m.failNext = true
 	m.mu.Unlock()
 }
 
 // stage is ima_queue_stage().
-func (m *Model) stage(k *mKernel) error {
+func (m *model) stage(k *mKernel) error {
 	switch {
 	case len(k.staged) > 0:
 		return syscall.EEXIST
@@ -584,7 +584,7 @@ func (m *Model) stage(k *mKernel) error {
 
 // deleteStaged is ima_queue_staged_delete_all(), with the flush of patch
 // 10 and its -ENOMEM path (docs/SPEC.md Q3: the records are already detached).
-func (m *Model) deleteStaged(k *mKernel, byCollector bool) error {
+func (m *model) deleteStaged(k *mKernel, byCollector bool) error {
 	switch {
 	case len(k.staged) == 0:
 		return syscall.ENOENT
@@ -596,7 +596,7 @@ func (m *Model) deleteStaged(k *mKernel, byCollector bool) error {
 	k.num[cStaged] = 0
 	k.size[cStaged] = 0
 	m.noteDeleted(k, batch, byCollector)
-	if m.cfg.FlushHtable && !m.cfg.HtableDisabled {
+	if m.cfg.flushHtable && !m.cfg.htableDisabled {
 		if m.failNext {
 			m.failNext = false
 			return syscall.ENOMEM
@@ -608,7 +608,7 @@ func (m *Model) deleteStaged(k *mKernel, byCollector bool) error {
 }
 
 // deletePartial is ima_queue_delete_partial().
-func (m *Model) deletePartial(k *mKernel, n uint64, byCollector bool) error {
+func (m *model) deletePartial(k *mKernel, n uint64, byCollector bool) error {
 	if uint64(len(k.current)) < n {
 		return syscall.ENOENT
 	}
@@ -628,7 +628,7 @@ func (m *Model) deletePartial(k *mKernel, n uint64, byCollector bool) error {
 	return nil
 }
 
-func (m *Model) noteDeleted(k *mKernel, batch []*Record, byCollector bool) {
+func (m *model) noteDeleted(k *mKernel, batch []*record, byCollector bool) {
 	if k != m.cur() {
 		return // a suspended kernel deletes nothing; unreachable
 	}
@@ -640,7 +640,7 @@ func (m *Model) noteDeleted(k *mKernel, batch []*Record, byCollector bool) {
 
 // request is _ima_measurements_write() on a file of kernel k: the length
 // and newline checks, then A, D or N.
-func (m *Model) request(k *mKernel, p []byte, staged, byCollector bool) error {
+func (m *model) request(k *mKernel, p []byte, staged, byCollector bool) error {
 	if len(p) < 2 || len(p) > 21 { // STAGED_REQ_LENGTH
 		return syscall.EINVAL
 	}
@@ -666,7 +666,7 @@ func (m *Model) request(k *mKernel, p []byte, staged, byCollector bool) error {
 	if staged {
 		return syscall.EINVAL
 	}
-	if m.cfg.FlushHtable && !m.cfg.HtableDisabled {
+	if m.cfg.flushHtable && !m.cfg.htableDisabled {
 		return syscall.EINVAL
 	}
 	n, err := kstrtoul(s)
@@ -742,14 +742,14 @@ func mayOpen(t staging.Task, perm uint32, read, write bool) bool {
 
 func taskOf(i int) staging.Task {
 	if i < 0 {
-		return staging.Root(CollectorTID)
+		return staging.Root(collectorTID)
 	}
-	return Tasks[i]
+	return tasks[i]
 }
 
-// Open opens name on the running kernel as task (an index into Tasks, -1
+// Open opens name on the running kernel as task (an index into tasks, -1
 // for the collector) with flag.
-func (m *Model) Open(task int, name string, flag int) (*mFile, error) {
+func (m *model) Open(task int, name string, flag int) (*mFile, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f, err := m.open(m.cur(), task, name, flag)
@@ -766,7 +766,7 @@ func (m *Model) Open(task int, name string, flag int) (*mFile, error) {
 // the access mode (3 is refused, a documented difference of the
 // simulator), the permission check, CAP_SYS_ADMIN for a write, and
 // ima_measure_lock().
-func (m *Model) open(k *mKernel, task int, name string, flag int) (*mFile, error) {
+func (m *model) open(k *mKernel, task int, name string, flag int) (*mFile, error) {
 	n, ok := m.nodes[name]
 	if ok && n.kind == symlinkNode {
 		n, ok = m.nodes[n.target]
@@ -843,13 +843,13 @@ func (k *mKernel) measureUnlock(write bool, tid int) {
 }
 
 // Write is write(2) on f.
-func (m *Model) Write(f *mFile, p []byte) (int, error) {
+func (m *model) Write(f *mFile, p []byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.write(f, p, false)
 }
 
-func (m *Model) write(f *mFile, p []byte, byCollector bool) (int, error) {
+func (m *model) write(f *mFile, p []byte, byCollector bool) (int, error) {
 	switch {
 	case f.closed:
 		return 0, os.ErrClosed
@@ -865,7 +865,7 @@ func (m *Model) write(f *mFile, p []byte, byCollector bool) (int, error) {
 }
 
 // records returns the list a list file of kernel k shows.
-func (k *mKernel) records(n *node) []*Record {
+func (k *mKernel) records(n *node) []*record {
 	if n.staged {
 		return k.staged
 	}
@@ -878,7 +878,7 @@ func (f *mFile) recordAt() recordAt {
 		if i >= len(l) {
 			return nil, false
 		}
-		return l[i].Views[f.node.view], true
+		return l[i].views[f.node.view], true
 	}
 }
 
@@ -893,13 +893,13 @@ func (k *mKernel) counterText(n *node) []byte {
 
 // Read is read(2) of up to want bytes on f. It returns io.EOF for a read of
 // nothing, as *os.File does.
-func (m *Model) Read(f *mFile, want int) ([]byte, error) {
+func (m *model) Read(f *mFile, want int) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.read(f, want)
 }
 
-func (m *Model) read(f *mFile, want int) ([]byte, error) {
+func (m *model) read(f *mFile, want int) ([]byte, error) {
 	switch {
 	case f.closed:
 		return nil, os.ErrClosed
@@ -918,7 +918,7 @@ func (m *Model) read(f *mFile, want int) ([]byte, error) {
 			f.pos += int64(n)
 		}
 	} else {
-		out = f.seq.read(&f.pos, want, m.cfg.pageSize(), f.recordAt())
+		out = f.seq.read(&f.pos, want, m.cfg.pageBytes(), f.recordAt())
 	}
 	if len(out) == 0 {
 		return nil, io.EOF
@@ -929,7 +929,7 @@ func (m *Model) read(f *mFile, want int) ([]byte, error) {
 // Seek is lseek(2): seq_lseek() for list files (SEEK_SET and SEEK_CUR only)
 // and generic_file_llseek() for the counters, whose i_size is 0: SEEK_END
 // adds nothing, SEEK_DATA and SEEK_HOLE (3, 4) find no data (ENXIO).
-func (m *Model) Seek(f *mFile, off int64, whence int) (int64, error) {
+func (m *model) Seek(f *mFile, off int64, whence int) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if f.closed {
@@ -957,22 +957,22 @@ func (m *Model) Seek(f *mFile, off int64, whence int) (int64, error) {
 		return 0, syscall.EINVAL
 	}
 	if f.node.kind == listNode {
-		f.seq.lseek(&f.pos, off, m.cfg.pageSize(), f.recordAt())
+		f.seq.lseek(&f.pos, off, m.cfg.pageBytes(), f.recordAt())
 	} else {
 		f.pos = off
 	}
 	return off, nil
 }
 
-// Close releases f in the context of task (an index into Tasks, -1 for the
+// Close releases f in the context of task (an index into tasks, -1 for the
 // collector): ima_measurements_release() for list files.
-func (m *Model) Close(f *mFile, task int) error {
+func (m *model) Close(f *mFile, task int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.close(f, task)
 }
 
-func (m *Model) close(f *mFile, task int) error {
+func (m *model) close(f *mFile, task int) error {
 	if f.closed {
 		return os.ErrClosed
 	}
@@ -987,27 +987,27 @@ func (m *Model) close(f *mFile, task int) error {
 // SEEK_DATA and SEEK_HOLE.
 const seekData, seekHole = 3, 4
 
-// errKexecOff is KexecLoad's error without CONFIG_IMA_KEXEC.
+// errKexecOff is kexecLoad's error without CONFIG_IMA_KEXEC.
 var errKexecOff = errors.New("kexec: CONFIG_IMA_KEXEC is off")
 
-// KexecLoad is kexec_file_load: the segment is sized from the current and
+// kexecLoad is kexec_file_load: the segment is sized from the current and
 // staged sizes (each with a header, docs/SPEC.md Q9) plus half a page, rounded up
 // to a page, and kexec_load is measured with critical data.
-func (m *Model) KexecLoad() (uint64, error) {
+func (m *model) kexecLoad() (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.kexecLoad(m.cur())
+	return m.kexecLoadOn(m.cur())
 }
 
-func (m *Model) kexecLoad(k *mKernel) (uint64, error) {
-	if !m.cfg.Kexec {
+func (m *model) kexecLoadOn(k *mKernel) (uint64, error) {
+	if !m.cfg.kexec {
 		return 0, errKexecOff
 	}
-	page := uint64(m.cfg.pageSize())
+	page := uint64(m.cfg.pageBytes())
 	size := k.size[cBinary] + kexecHeaderSize + k.size[cStaged] + kexecHeaderSize + page/2
 	k.seg = (size + page - 1) / page * page
 	k.loaded = true
-	if m.cfg.CriticalData {
+	if m.cfg.criticalData {
 		m.measureKexecEvent(k, "kexec_load")
 	}
 	return k.seg, nil
@@ -1015,39 +1015,39 @@ func (m *Model) kexecLoad(k *mKernel) (uint64, error) {
 
 // measureKexecEvent is ima_measure_kexec_event() ([PATCH v7 09/12]): the
 // BINARY_FULL figures. A failure is only logged.
-func (m *Model) measureKexecEvent(k *mKernel, name string) {
+func (m *model) measureKexecEvent(k *mKernel, name string) {
 	buf := fmt.Sprintf("kexec_segment_size=%d;ima_binary_runtime_size=%d;ima_runtime_measurements_count=%d;",
 		k.seg, k.size[cFull]+kexecHeaderSize, k.num[cFull])
-	_ = m.measureBuffer(k, name, []byte(buf), -1, false)
+	_ = m.measureBufferOn(k, name, []byte(buf), -1, false)
 }
 
-// Kexec executes a kexec: the loaded segment (loading one first), the
+// kexec executes a kexec: the loaded segment (loading one first), the
 // kexec_execute record, suspension, the dump of staged then current records
 // as far as the segment holds them whole, and the new kernel, which
 // restores them before its boot_aggregate. It returns the number of records
 // carried and lost, and whether a record was written in part (the restore
 // then fails at it).
-func (m *Model) Kexec() (carried, lost int, partial bool) {
+func (m *model) kexec() (carried, lost int, partial bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := m.cur()
-	if m.cfg.Kexec && !k.loaded {
-		m.kexecLoad(k)
+	if m.cfg.kexec && !k.loaded {
+		m.kexecLoadOn(k)
 	}
 	k.gone = true
-	if m.cfg.Kexec && m.cfg.CriticalData {
+	if m.cfg.kexec && m.cfg.criticalData {
 		m.measureKexecEvent(k, "kexec_execute")
 	}
 	k.suspended = true
-	all := append(append([]*Record(nil), k.staged...), k.current...)
-	var keep []*Record
+	all := append(append([]*record(nil), k.staged...), k.current...)
+	var keep []*record
 	if k.loaded {
 		used := uint64(kexecHeaderSize)
 		for _, r := range all {
 			if used >= k.seg {
 				break
 			}
-			used += uint64(len(r.Dump))
+			used += uint64(len(r.dump))
 			if used > k.seg {
 				partial = true // written in part: the restore stops at it
 				break
@@ -1056,15 +1056,15 @@ func (m *Model) Kexec() (carried, lost int, partial bool) {
 		}
 	}
 	dropped := all[len(keep):]
-	if !m.cfg.Kexec {
+	if !m.cfg.kexec {
 		// Nothing is carried: a new log starts on a TPM that remembers.
 		m.ep = &epoch{noReplay: true}
 	} else if len(dropped) > 0 {
-		gone := map[*Record]bool{}
+		gone := map[*record]bool{}
 		for _, r := range dropped {
 			gone[r] = true
 		}
-		var log []*Record
+		var log []*record
 		for _, r := range m.ep.log {
 			if !gone[r] {
 				log = append(log, r)
@@ -1077,9 +1077,9 @@ func (m *Model) Kexec() (carried, lost int, partial bool) {
 	return len(keep), len(dropped), partial
 }
 
-// Reboot suspends the running kernel, resets the TPM and boots a fresh
+// reboot suspends the running kernel, resets the TPM and boots a fresh
 // kernel: a new log.
-func (m *Model) Reboot() {
+func (m *model) reboot() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := m.cur()

@@ -20,7 +20,7 @@ import (
 
 // collOpen opens name on kernel k as the collector's task; EBUSY becomes
 // ErrBusy as openRetry reports it after its last attempt.
-func (m *Model) collOpen(k *mKernel, name string, flag int) (*mFile, error) {
+func (m *model) collOpen(k *mKernel, name string, flag int) (*mFile, error) {
 	f, err := m.open(k, -1, name, flag)
 	if errors.Is(err, syscall.EBUSY) {
 		return nil, collector.ErrBusy
@@ -31,7 +31,7 @@ func (m *Model) collOpen(k *mKernel, name string, flag int) (*mFile, error) {
 // collKernelRecords reads up to max records (all if max < 0) from the head
 // of the staged list and then the current list, holding both open as a
 // reader (kernelRecords).
-func (m *Model) collKernelRecords(k *mKernel, max int) ([]*Record, error) {
+func (m *model) collKernelRecords(k *mKernel, max int) ([]*record, error) {
 	var files []*mFile
 	defer func() {
 		for _, f := range files {
@@ -48,7 +48,7 @@ func (m *Model) collKernelRecords(k *mKernel, max int) ([]*Record, error) {
 		}
 		files = append(files, f)
 	}
-	var out []*Record
+	var out []*record
 	for _, f := range files {
 		// A fresh file read to EOF shows the whole list.
 		out = append(out, k.records(f.node)...)
@@ -62,7 +62,7 @@ func (m *Model) collKernelRecords(k *mKernel, max int) ([]*Record, error) {
 // collResolvePending decides a batch whose answer was not recorded: kept by
 // the kernel (aborted) if staged ++ current starts with its records; else
 // committed.
-func (m *Model) collResolvePending() error {
+func (m *model) collResolvePending() error {
 	c := m.coll
 	if !c.hasPend {
 		return nil
@@ -73,7 +73,7 @@ func (m *Model) collResolvePending() error {
 	}
 	present := len(kernel) == len(c.pending)
 	for i := 0; present && i < len(kernel); i++ {
-		present = bytes.Equal(kernel[i].Dump, c.pending[i].Dump)
+		present = bytes.Equal(kernel[i].dump, c.pending[i].dump)
 	}
 	// The model knows the truth: are the batch's records still in the
 	// kernel's lists?
@@ -84,10 +84,10 @@ func (m *Model) collResolvePending() error {
 	switch {
 	case !present && held:
 		m.ep.collectorWrong = true
-		m.KnownBugs[LimitCollectorCommitsHeld]++
+		m.knownBugs[limitCollectorCommitsHeld]++
 	case present && !held:
 		m.ep.collectorWrong = true
-		m.KnownBugs[LimitCollectorAbortsDeleted]++
+		m.knownBugs[limitCollectorAbortsDeleted]++
 	}
 	m.collResolve(!present)
 	return nil
@@ -96,7 +96,7 @@ func (m *Model) collResolvePending() error {
 // collPartlyCarried is the collector's check after a kexec: a pending batch
 // whose first j records (0 < j < len) start the new kernel's lists and are
 // followed by a boot_aggregate was cut by the kexec dump.
-func (m *Model) collPartlyCarried() error {
+func (m *model) collPartlyCarried() error {
 	c := m.coll
 	if !c.hasPend || len(c.pending) < 2 {
 		return nil
@@ -106,17 +106,17 @@ func (m *Model) collPartlyCarried() error {
 		return err
 	}
 	j := 0
-	for j < len(c.pending) && j < len(kernel) && bytes.Equal(kernel[j].Dump, c.pending[j].Dump) {
+	for j < len(c.pending) && j < len(kernel) && bytes.Equal(kernel[j].dump, c.pending[j].dump) {
 		j++
 	}
-	if j == 0 || j == len(c.pending) || j >= len(kernel) || !isBootAggregate(kernel[j].Entry) {
+	if j == 0 || j == len(c.pending) || j >= len(kernel) || !isBootAggregate(kernel[j].entry) {
 		return nil
 	}
 	c.stuck = true
 	return collector.ErrPartlyCarried
 }
 
-func (m *Model) collResolve(commit bool) {
+func (m *model) collResolve(commit bool) {
 	c := m.coll
 	if commit {
 		c.committed = append(c.committed, c.pending...)
@@ -124,8 +124,8 @@ func (m *Model) collResolve(commit bool) {
 	c.pending, c.hasPend = nil, false
 }
 
-// Collect runs one collector cycle on the kernel the collector is bound to.
-func (m *Model) Collect(prompt bool) (collector.Result, error) {
+// collect runs one collector cycle on the kernel the collector is bound to.
+func (m *model) collect(prompt bool) (collector.Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.coll.stuck {
@@ -141,7 +141,7 @@ func (m *Model) Collect(prompt bool) (collector.Result, error) {
 }
 
 // collPrompt: open the staged binary file O_RDWR, A, read, save, D, close.
-func (m *Model) collPrompt(k *mKernel) (res collector.Result, err error) {
+func (m *model) collPrompt(k *mKernel) (res collector.Result, err error) {
 	f, err := m.collOpen(k, "binary_runtime_measurements_staged", os.O_RDWR)
 	if err != nil {
 		return res, err
@@ -158,7 +158,7 @@ func (m *Model) collPrompt(k *mKernel) (res collector.Result, err error) {
 			return res, err
 		}
 	}
-	records := append([]*Record(nil), k.staged...)
+	records := append([]*record(nil), k.staged...)
 	res.Read = len(records)
 	if len(records) == 0 {
 		res.Note = "staged list empty"
@@ -171,7 +171,7 @@ func (m *Model) collPrompt(k *mKernel) (res collector.Result, err error) {
 
 // collN: open the original binary file O_RDWR, save and D what is staged
 // (takeStaged), read the current list, save, N, close.
-func (m *Model) collN(k *mKernel) (res collector.Result, err error) {
+func (m *model) collN(k *mKernel) (res collector.Result, err error) {
 	f, err := m.collOpen(k, "binary_runtime_measurements", os.O_RDWR)
 	if err != nil {
 		return res, err
@@ -180,7 +180,7 @@ func (m *Model) collN(k *mKernel) (res collector.Result, err error) {
 	if res, err = m.collTakeStaged(k); err != nil {
 		return res, err
 	}
-	records := append([]*Record(nil), k.current...)
+	records := append([]*record(nil), k.current...)
 	res.Read += len(records)
 	if len(records) == 0 {
 		res.Note = "nothing to delete"
@@ -196,7 +196,7 @@ func (m *Model) collN(k *mKernel) (res collector.Result, err error) {
 
 // collTakeStaged: the same task opens the staged file O_RDWR (an extra
 // write), and saves and deletes what is staged.
-func (m *Model) collTakeStaged(k *mKernel) (res collector.Result, err error) {
+func (m *model) collTakeStaged(k *mKernel) (res collector.Result, err error) {
 	f, err := m.open(k, -1, "binary_runtime_measurements_staged", os.O_RDWR)
 	if errors.Is(err, syscall.ENOENT) {
 		return res, nil
@@ -205,7 +205,7 @@ func (m *Model) collTakeStaged(k *mKernel) (res collector.Result, err error) {
 		return res, err
 	}
 	defer m.close(f, -1)
-	records := append([]*Record(nil), k.staged...)
+	records := append([]*record(nil), k.staged...)
 	if len(records) == 0 {
 		return res, nil
 	}
@@ -218,7 +218,7 @@ func (m *Model) collTakeStaged(k *mKernel) (res collector.Result, err error) {
 // collFinish records the kernel's answer to D or N: success and ENOMEM
 // commit, ESTALE aborts, EINVAL and ENOENT to N abort, anything else leaves
 // the batch pending.
-func (m *Model) collFinish(res collector.Result, derr error, n int, isN bool) (collector.Result, error) {
+func (m *model) collFinish(res collector.Result, derr error, n int, isN bool) (collector.Result, error) {
 	switch {
 	case derr == nil, errors.Is(derr, syscall.ENOMEM):
 		m.collResolve(true)
@@ -238,12 +238,12 @@ func (m *Model) collFinish(res collector.Result, derr error, n int, isN bool) (c
 	}
 }
 
-// CollectorSwitch points the collector at the running kernel and
+// collectorSwitch points the collector at the running kernel and
 // reconciles its store (SwitchKernel): after a reboot a pending batch is
 // kept and a new log starts; after kexecs a pending batch is decided from
 // the kernel's lists and the log continues. It returns the kind of boot it
 // reports to the collector.
-func (m *Model) CollectorSwitch() (collector.BootKind, error) {
+func (m *model) collectorSwitch() (collector.BootKind, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.coll
@@ -276,9 +276,9 @@ func (m *Model) CollectorSwitch() (collector.BootKind, error) {
 	return kind, nil
 }
 
-// CollectorRecords is Collector.Records(0): the store's log, then what the
+// collectorRecords is Collector.Records(0): the store's log, then what the
 // kernel still holds, staged first.
-func (m *Model) CollectorRecords() ([]*Record, error) {
+func (m *model) collectorRecords() ([]*record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.coll.stuck {
@@ -291,7 +291,7 @@ func (m *Model) CollectorRecords() ([]*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(append([]*Record(nil), m.coll.committed...), kernel...), nil
+	return append(append([]*record(nil), m.coll.committed...), kernel...), nil
 }
 
 // isBootAggregate reports whether e is a boot_aggregate record: its n-ng

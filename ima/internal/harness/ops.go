@@ -11,32 +11,32 @@ import (
 	"github.com/imasim/imasim/tpmext"
 )
 
-// Source is where a sequence's choices come from: the fuzzer's bytes
-// (ByteSource) or a seeded random generator (RandSource). The same
+// source is where a sequence's choices come from: the fuzzer's bytes
+// (byteSource) or a seeded random generator (randSource). The same
 // generator turns either into operations, so a fuzz input and a seed
 // describe sequences the same way.
-type Source interface {
-	// Intn returns a choice in [0, n), n <= 65536.
-	Intn(n int) int
-	// Done reports that the source ran out (a ByteSource at the end of its
+type source interface {
+	// intn returns a choice in [0, n), n <= 65536.
+	intn(n int) int
+	// done reports that the source ran out (a byteSource at the end of its
 	// input); choices made after that are zero.
-	Done() bool
+	done() bool
 }
 
-// ByteSource decodes choices from bytes: one byte for n <= 256, two
+// byteSource decodes choices from bytes: one byte for n <= 256, two
 // (big-endian) above, reduced modulo n.
-type ByteSource struct {
-	data []byte
-	pos  int
-	done bool
+type byteSource struct {
+	data      []byte
+	pos       int
+	exhausted bool
 }
 
-// NewByteSource returns a source reading data.
-func NewByteSource(data []byte) *ByteSource { return &ByteSource{data: data} }
+// newByteSource returns a source reading data.
+func newByteSource(data []byte) *byteSource { return &byteSource{data: data} }
 
-func (s *ByteSource) next() int {
+func (s *byteSource) next() int {
 	if s.pos >= len(s.data) {
-		s.done = true
+		s.exhausted = true
 		return 0
 	}
 	b := s.data[s.pos]
@@ -44,8 +44,8 @@ func (s *ByteSource) next() int {
 	return int(b)
 }
 
-// Intn implements Source.
-func (s *ByteSource) Intn(n int) int {
+// intn implements source.
+func (s *byteSource) intn(n int) int {
 	if n <= 1 {
 		return 0
 	}
@@ -56,96 +56,96 @@ func (s *ByteSource) Intn(n int) int {
 	return v % n
 }
 
-// Done implements Source.
-func (s *ByteSource) Done() bool { return s.done }
+// done implements source.
+func (s *byteSource) done() bool { return s.exhausted }
 
-// RandSource draws choices from a seeded generator and records them as the
-// bytes a ByteSource would decode to the same choices, so that a failing
+// randSource draws choices from a seeded generator and records them as the
+// bytes a byteSource would decode to the same choices, so that a failing
 // seeded sequence can be replayed as a fuzz input.
-type RandSource struct {
+type randSource struct {
 	r     *rand.Rand
-	Bytes []byte
+	bytes []byte
 }
 
-// NewRandSource returns a source seeded with seed.
-func NewRandSource(seed uint64) *RandSource {
-	return &RandSource{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+// newRandSource returns a source seeded with seed.
+func newRandSource(seed uint64) *randSource {
+	return &randSource{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 }
 
-// Intn implements Source.
-func (s *RandSource) Intn(n int) int {
+// intn implements source.
+func (s *randSource) intn(n int) int {
 	if n <= 1 {
 		return 0
 	}
 	v := s.r.IntN(n)
 	if n <= 256 {
-		s.Bytes = append(s.Bytes, byte(v))
+		s.bytes = append(s.bytes, byte(v))
 	} else {
-		s.Bytes = append(s.Bytes, byte(v>>8), byte(v))
+		s.bytes = append(s.bytes, byte(v>>8), byte(v))
 	}
 	return v
 }
 
-// Done implements Source.
-func (s *RandSource) Done() bool { return false }
+// done implements source.
+func (s *randSource) done() bool { return false }
 
-// OpKind is the kind of an operation of a sequence.
-type OpKind uint8
+// opKind is the kind of an operation of a sequence.
+type opKind uint8
 
 const (
-	OpMeasureFile     OpKind = iota // a file measurement
-	OpMeasureBuffer                 // a buffer measurement (ima-buf)
-	OpViolation                     // a violation
-	OpOpen                          // open a file as a task
-	OpWrite                         // write bytes to an open file
-	OpRead                          // read from an open file
-	OpSeek                          // lseek an open file
-	OpClose                         // close an open file, as its task or another
-	OpCat                           // open, read to EOF, close
-	OpEcho                          // open O_WRONLY|O_CREAT|O_TRUNC, write once, close
-	OpKexecLoad                     // kexec_file_load
-	OpKexec                         // kexec into a new kernel
-	OpReboot                        // reboot
-	OpCollect                       // one collector cycle
-	OpCollectorSwitch               // point the collector at the running kernel
-	OpFailAlloc                     // make the next hash-table allocation fail
+	opMeasureFile     opKind = iota // a file measurement
+	opMeasureBuffer                 // a buffer measurement (ima-buf)
+	opViolation                     // a violation
+	opOpen                          // open a file as a task
+	opWrite                         // write bytes to an open file
+	opRead                          // read from an open file
+	opSeek                          // lseek an open file
+	opClose                         // close an open file, as its task or another
+	opCat                           // open, read to EOF, close
+	opEcho                          // open O_WRONLY|O_CREAT|O_TRUNC, write once, close
+	opKexecLoad                     // kexec_file_load
+	opKexec                         // kexec into a new kernel
+	opReboot                        // reboot
+	opCollect                       // one collector cycle
+	opCollectorSwitch               // point the collector at the running kernel
+	opFailAlloc                     // make the next hash-table allocation fail
 	numOpKinds
 )
 
-// Op is one operation. Which fields matter depends on Kind.
-type Op struct {
-	Kind OpKind
-	// Task is an index into Tasks (open, cat, echo); CloseAs is the task
+// op is one operation. Which fields matter depends on kind.
+type op struct {
+	kind opKind
+	// task is an index into tasks (open, cat, echo); closeAs is the task
 	// a close runs as, -1 for the file's own task.
-	Task    int
-	CloseAs int
-	// File is a name in the securityfs directory; Flag the open flags.
-	File string
-	Flag int
-	// FD selects an open file (see System.pickFile).
-	FD int
-	// Data is what a write or echo sends; with NRel it is instead the
-	// number of records in the current list plus NDelta, as "N\n".
-	Data   []byte
-	NRel   bool
-	NDelta int
-	// Size is a read's buffer size; Offset and Whence a seek's.
+	task    int
+	closeAs int
+	// file is a name in the securityfs directory; flag the open flags.
+	file string
+	flag int
+	// fd selects an open file (see system.pickFile).
+	fd int
+	// data is what a write or echo sends; with nRel it is instead the
+	// number of records in the current list plus nDelta, as "N\n".
+	data   []byte
+	nRel   bool
+	nDelta int
+	// Size is a read's buffer size; offset and whence a seek's.
 	Size   int
-	Offset int64
-	Whence int
+	offset int64
+	whence int
 	// Measurements: path or buffer name, content or buffer, pcr= (-1 is
 	// none: the default, 10), template= ("" is the boot template), buf_hash,
 	// violation cause.
-	Path     string
-	Content  []byte
-	PCR      int
-	Template string
-	Hash     bool
-	Cause    string
-	// Prompt selects the collector's flavour; Follow makes the collector
+	path     string
+	content  []byte
+	pcr      int
+	template string
+	hash     bool
+	cause    string
+	// prompt selects the collector's flavour; follow makes the collector
 	// switch to the new kernel right after a kexec or reboot.
-	Prompt bool
-	Follow bool
+	prompt bool
+	follow bool
 }
 
 var (
@@ -174,7 +174,7 @@ var (
 		os.O_WRONLY, os.O_WRONLY, os.O_WRONLY | os.O_CREATE | os.O_TRUNC, os.O_WRONLY | os.O_CREATE | os.O_TRUNC,
 		os.O_RDWR | os.O_APPEND, os.O_WRONLY | os.O_CREATE | os.O_EXCL, 3,
 	}
-	// Requests: valid ones, and the edges of the grammar of docs/SPEC.md §3.4.
+	// requests: valid ones, and the edges of the grammar of docs/SPEC.md §3.4.
 	requests = []string{
 		"A\n", "A\n", "A\n", "A\n", "D\n", "D\n", "D\n", "D\n",
 		"1\n", "1\n", "2\n", "3\n", "5\n", "+2\n", "002\n", "2\n\n", "2\x00junk\n",
@@ -185,122 +185,122 @@ var (
 	}
 	junkAlphabet = "AD0123456789\n\x00 +-x"
 	readSizes    = []int{1, 2, 3, 7, 16, 20, 64, 100, 101, 128, 255, 256, 4095, 4096, 8192}
-	tableKinds   = func() []OpKind {
+	tableKinds   = func() []opKind {
 		weights := [numOpKinds]int{
-			OpMeasureFile: 14, OpMeasureBuffer: 4, OpViolation: 4, OpOpen: 12, OpWrite: 16, OpRead: 14,
-			OpSeek: 4, OpClose: 7, OpCat: 6, OpEcho: 8, OpKexecLoad: 1, OpKexec: 3, OpReboot: 1,
-			OpCollect: 6, OpCollectorSwitch: 1, OpFailAlloc: 1,
+			opMeasureFile: 14, opMeasureBuffer: 4, opViolation: 4, opOpen: 12, opWrite: 16, opRead: 14,
+			opSeek: 4, opClose: 7, opCat: 6, opEcho: 8, opKexecLoad: 1, opKexec: 3, opReboot: 1,
+			opCollect: 6, opCollectorSwitch: 1, opFailAlloc: 1,
 		}
-		var t []OpKind
+		var t []opKind
 		for k, w := range weights {
 			for range w {
-				t = append(t, OpKind(k))
+				t = append(t, opKind(k))
 			}
 		}
 		return t
 	}()
 )
 
-func pick[T any](s Source, from []T) T { return from[s.Intn(len(from))] }
+func pick[T any](s source, from []T) T { return from[s.intn(len(from))] }
 
-// GenConfig chooses a kernel configuration: banks sha1, sha1+sha256 or
+// genConfig chooses a kernel configuration: banks sha1, sha1+sha256 or
 // sha256 only, ima_hash sha1 or sha256, and the knobs.
-func GenConfig(s Source) Config {
+func genConfig(s source) config {
 	banks := [][]tpmext.Algorithm{{tpmext.SHA1}, {tpmext.SHA1, tpmext.SHA256}, {tpmext.SHA256}}
-	c := Config{
-		Banks:          pick(s, banks),
-		HashAlgo:       pick(s, []string{"sha1", "sha256"}),
-		Template:       pick(s, []string{"", "", "", "ima-sig"}),
-		BigEndian:      s.Intn(5) == 0,
-		Staging:        s.Intn(8) != 0,
-		FlushHtable:    s.Intn(3) == 0,
-		HtableDisabled: s.Intn(6) == 0,
-		Kexec:          s.Intn(4) != 0,
-		CriticalData:   s.Intn(3) == 0,
-		PageSize:       pick(s, []int{0, 0, 0, 256, 64}),
+	c := config{
+		banks:          pick(s, banks),
+		hashAlgo:       pick(s, []string{"sha1", "sha256"}),
+		template:       pick(s, []string{"", "", "", "ima-sig"}),
+		bigEndian:      s.intn(5) == 0,
+		staging:        s.intn(8) != 0,
+		flushHtable:    s.intn(3) == 0,
+		htableDisabled: s.intn(6) == 0,
+		kexec:          s.intn(4) != 0,
+		criticalData:   s.intn(3) == 0,
+		pageSize:       pick(s, []int{0, 0, 0, 256, 64}),
 	}
-	c.NDeleteNeedsStaging = !c.Staging && s.Intn(2) == 0
+	c.nDeleteNeedsStaging = !c.staging && s.intn(2) == 0
 	return c
 }
 
-// GenOp chooses one operation.
-func GenOp(s Source) Op {
-	op := Op{Kind: pick(s, tableKinds), CloseAs: -1}
-	switch op.Kind {
-	case OpMeasureFile:
-		op.Path = pick(s, filePaths)
-		op.Content = []byte(pick(s, fileContents))
-		op.PCR = pick(s, policyPCRs)
-		op.Template = pick(s, templates)
-	case OpMeasureBuffer:
-		op.Path = pick(s, bufNames)
-		op.Content = []byte(pick(s, bufContents))
-		op.PCR = pick(s, policyPCRs)
-		op.Hash = s.Intn(4) == 0
-	case OpViolation:
-		op.Path = pick(s, violPaths)
-		op.Cause = pick(s, causes)
-	case OpOpen:
-		op.Task = pick(s, openTasks)
-		op.File = pick(s, fileNames)
-		op.Flag = pick(s, openFlags)
-	case OpWrite, OpEcho:
-		if op.Kind == OpWrite {
-			op.FD = s.Intn(256)
+// genOp chooses one operation.
+func genOp(s source) op {
+	op := op{kind: pick(s, tableKinds), closeAs: -1}
+	switch op.kind {
+	case opMeasureFile:
+		op.path = pick(s, filePaths)
+		op.content = []byte(pick(s, fileContents))
+		op.pcr = pick(s, policyPCRs)
+		op.template = pick(s, templates)
+	case opMeasureBuffer:
+		op.path = pick(s, bufNames)
+		op.content = []byte(pick(s, bufContents))
+		op.pcr = pick(s, policyPCRs)
+		op.hash = s.intn(4) == 0
+	case opViolation:
+		op.path = pick(s, violPaths)
+		op.cause = pick(s, causes)
+	case opOpen:
+		op.task = pick(s, openTasks)
+		op.file = pick(s, fileNames)
+		op.flag = pick(s, openFlags)
+	case opWrite, opEcho:
+		if op.kind == opWrite {
+			op.fd = s.intn(256)
 		} else {
-			op.Task = pick(s, openTasks)
-			op.File = pick(s, fileNames[:8])
+			op.task = pick(s, openTasks)
+			op.file = pick(s, fileNames[:8])
 		}
-		switch c := s.Intn(10); {
+		switch c := s.intn(10); {
 		case c < 4:
-			op.Data = []byte(pick(s, []string{"A\n", "D\n"}))
+			op.data = []byte(pick(s, []string{"A\n", "D\n"}))
 		case c < 7:
-			op.Data = []byte(pick(s, requests))
+			op.data = []byte(pick(s, requests))
 		case c < 9:
-			op.NRel, op.NDelta = true, s.Intn(3)-1
+			op.nRel, op.nDelta = true, s.intn(3)-1
 		default:
-			n := s.Intn(24)
-			op.Data = make([]byte, n)
-			for i := range op.Data {
-				op.Data[i] = junkAlphabet[s.Intn(len(junkAlphabet))]
+			n := s.intn(24)
+			op.data = make([]byte, n)
+			for i := range op.data {
+				op.data[i] = junkAlphabet[s.intn(len(junkAlphabet))]
 			}
 		}
-	case OpRead:
-		op.FD = s.Intn(256)
-		if s.Intn(3) == 0 {
-			op.Size = 1 + s.Intn(8192)
+	case opRead:
+		op.fd = s.intn(256)
+		if s.intn(3) == 0 {
+			op.Size = 1 + s.intn(8192)
 		} else {
 			op.Size = pick(s, readSizes)
 		}
-	case OpSeek:
-		op.FD = s.Intn(256)
-		switch c := s.Intn(20); {
+	case opSeek:
+		op.fd = s.intn(256)
+		switch c := s.intn(20); {
 		case c < 12:
-			op.Whence = io.SeekStart
-			op.Offset = int64(pick(s, []int{0, 0, 1, 50, 100, 101, 202, 1000, 5000}))
-			if s.Intn(2) == 0 {
-				op.Offset = int64(s.Intn(3000))
+			op.whence = io.SeekStart
+			op.offset = int64(pick(s, []int{0, 0, 1, 50, 100, 101, 202, 1000, 5000}))
+			if s.intn(2) == 0 {
+				op.offset = int64(s.intn(3000))
 			}
 		case c < 19:
-			op.Whence = io.SeekCurrent
-			op.Offset = int64(s.Intn(201) - 100)
+			op.whence = io.SeekCurrent
+			op.offset = int64(s.intn(201) - 100)
 		default:
-			op.Whence = pick(s, []int{io.SeekEnd, io.SeekEnd, seekData, seekHole})
-			op.Offset = int64(s.Intn(10) - 3)
+			op.whence = pick(s, []int{io.SeekEnd, io.SeekEnd, seekData, seekHole})
+			op.offset = int64(s.intn(10) - 3)
 		}
-	case OpClose:
-		op.FD = s.Intn(256)
-		if s.Intn(5) == 0 {
-			op.CloseAs = s.Intn(len(Tasks))
+	case opClose:
+		op.fd = s.intn(256)
+		if s.intn(5) == 0 {
+			op.closeAs = s.intn(len(tasks))
 		}
-	case OpCat:
-		op.Task = pick(s, openTasks)
-		op.File = pick(s, fileNames)
+	case opCat:
+		op.task = pick(s, openTasks)
+		op.file = pick(s, fileNames)
 		op.Size = pick(s, []int{4096, 4096, 100, 1, 8192})
-	case OpKexec, OpReboot:
-		op.Follow = s.Intn(5) != 0
-	case OpCollect:
-		op.Prompt = s.Intn(2) == 0
+	case opKexec, opReboot:
+		op.follow = s.intn(5) != 0
+	case opCollect:
+		op.prompt = s.intn(2) == 0
 	}
 	return op
 }
@@ -354,88 +354,88 @@ func pcrString(pcr int) string {
 // describe renders an operation as a script line, without its result;
 // fd is the resolved file's number (0 if none) and data the resolved bytes
 // of a write.
-func (op Op) describe(fd int, data []byte) string {
+func (op op) describe(fd int, data []byte) string {
 	fdName := "fd?"
 	if fd > 0 {
 		fdName = fmt.Sprintf("fd%d", fd)
 	}
-	switch op.Kind {
-	case OpMeasureFile:
+	switch op.kind {
+	case opMeasureFile:
 		t := ""
-		if op.Template != "" {
-			t = " template=" + op.Template
+		if op.template != "" {
+			t = " template=" + op.template
 		}
-		return fmt.Sprintf("measure file %s content %q%s%s", op.Path, op.Content, pcrString(op.PCR), t)
-	case OpMeasureBuffer:
+		return fmt.Sprintf("measure file %s content %q%s%s", op.path, op.content, pcrString(op.pcr), t)
+	case opMeasureBuffer:
 		h := ""
-		if op.Hash {
+		if op.hash {
 			h = " buf_hash"
 		}
-		return fmt.Sprintf("measure buffer %s %q%s%s", op.Path, op.Content, pcrString(op.PCR), h)
-	case OpViolation:
-		return fmt.Sprintf("violation %s %s", op.Path, op.Cause)
-	case OpOpen:
-		return fmt.Sprintf("as %d: open %s %s", Tasks[op.Task].TID, op.File, flagString(op.Flag))
-	case OpWrite:
+		return fmt.Sprintf("measure buffer %s %q%s%s", op.path, op.content, pcrString(op.pcr), h)
+	case opViolation:
+		return fmt.Sprintf("violation %s %s", op.path, op.cause)
+	case opOpen:
+		return fmt.Sprintf("as %d: open %s %s", tasks[op.task].TID, op.file, flagString(op.flag))
+	case opWrite:
 		return fmt.Sprintf("%s: write %q", fdName, data)
-	case OpRead:
+	case opRead:
 		return fmt.Sprintf("%s: read %d", fdName, op.Size)
-	case OpSeek:
-		return fmt.Sprintf("%s: seek %d %s", fdName, op.Offset, whenceString(op.Whence))
-	case OpClose:
-		if op.CloseAs >= 0 {
-			return fmt.Sprintf("as %d: close %s", Tasks[op.CloseAs].TID, fdName)
+	case opSeek:
+		return fmt.Sprintf("%s: seek %d %s", fdName, op.offset, whenceString(op.whence))
+	case opClose:
+		if op.closeAs >= 0 {
+			return fmt.Sprintf("as %d: close %s", tasks[op.closeAs].TID, fdName)
 		}
 		return fmt.Sprintf("close %s", fdName)
-	case OpCat:
-		return fmt.Sprintf("as %d: cat %s (reads of %d)", Tasks[op.Task].TID, op.File, op.Size)
-	case OpEcho:
-		return fmt.Sprintf("as %d: echo %q > %s", Tasks[op.Task].TID, data, op.File)
-	case OpKexecLoad:
+	case opCat:
+		return fmt.Sprintf("as %d: cat %s (reads of %d)", tasks[op.task].TID, op.file, op.Size)
+	case opEcho:
+		return fmt.Sprintf("as %d: echo %q > %s", tasks[op.task].TID, data, op.file)
+	case opKexecLoad:
 		return "kexec load"
-	case OpKexec, OpReboot:
+	case opKexec, opReboot:
 		name := "kexec"
-		if op.Kind == OpReboot {
+		if op.kind == opReboot {
 			name = "reboot"
 		}
-		if op.Follow {
+		if op.follow {
 			return name + " (the collector follows)"
 		}
 		return name + " (the collector stays on the old kernel)"
-	case OpCollect:
-		if op.Prompt {
+	case opCollect:
+		if op.prompt {
 			return "collector cycle prompt"
 		}
 		return "collector cycle n"
-	case OpCollectorSwitch:
+	case opCollectorSwitch:
 		return "collector switch to the running kernel"
-	case OpFailAlloc:
+	case opFailAlloc:
 		return "make the next hash-table allocation fail"
 	}
-	return fmt.Sprintf("op %d", op.Kind)
+	return fmt.Sprintf("op %d", op.kind)
 }
 
-// Script is a sequence's readable transcript: the configuration, then one
+// script is a sequence's readable transcript: the configuration, then one
 // line per operation with its result.
-type Script struct {
-	Config string
-	Lines  []string
-	// Input is the fuzz input that replays the sequence, when known.
-	Input []byte
+type script struct {
+	config string
+	lines  []string
+	// input is the fuzz input that replays the sequence, when known.
+	input []byte
 }
 
-func (s *Script) add(line string) { s.Lines = append(s.Lines, line) }
+func (s *script) add(line string) { s.lines = append(s.lines, line) }
 
 // String renders the script, with the fuzz corpus entry that replays it.
-func (s *Script) String() string {
+func (s *script) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# config: %s\n", s.Config)
-	for _, l := range s.Lines {
+	fmt.Fprintf(&b, "# config: %s\n", s.config)
+	for _, l := range s.lines {
 		b.WriteString(l)
 		b.WriteByte('\n')
 	}
-	if s.Input != nil {
-		fmt.Fprintf(&b, "# replay: save as testdata/fuzz/FuzzSystem/<name>:\n# go test fuzz v1\n# []byte(%q)\n", s.Input)
+	if s.input != nil {
+		fmt.Fprintf(&b, "# replay: save as testdata/fuzz/FuzzSystem/<name>:\n# go test fuzz v1\n# []byte(%q)\n", s.input)
 	}
 	return b.String()
 }

@@ -188,7 +188,9 @@ func raceStress(t *testing.T, flush bool, budget time.Duration) {
 					if r.IntN(8) == 0 {
 						pcr = ima.PCR(11)
 					}
-					err := k.Measure(ima.File{Path: m.path, File: template.File{Content: []byte(m.content + m.path)}, PCR: pcr})
+					f := ima.NewFile(m.path, []byte(m.content+m.path))
+					f.PCR = pcr
+					err := k.Measure(f)
 					switch {
 					case err == nil:
 						added[i] = append(added[i], m.path)

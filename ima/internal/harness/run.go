@@ -12,23 +12,22 @@ import (
 	"syscall"
 
 	"github.com/imasim/imasim/ima"
-	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
 	"github.com/imasim/imasim/tpmext"
 )
 
-// System is one simulated machine driven twice: through the real packages
+// system is one simulated machine driven twice: through the real packages
 // (ima, staging, measlist, the collector on a store directory) and through
-// the Model. Step applies an operation to both and compares what each
-// answered; Check compares everything observable; Finish closes the
+// the model. step applies an operation to both and compares what each
+// answered; check compares everything observable; finish closes the
 // sequence and checks the end-of-sequence properties.
 //
-// A System is used by one goroutine.
-type System struct {
-	cfg     Config
-	m       *Model
+// A system is used by one goroutine.
+type system struct {
+	cfg     config
+	m       *model
 	tpm     *tpmext.Software
 	kernels []*ima.Kernel
 	files   []*staging.SimFile // parallel to m.files
@@ -36,34 +35,34 @@ type System struct {
 	// failNext is read by the queues' allocation hook: the next bucket
 	// array allocation fails.
 	failNext bool
-	// Script is the transcript so far.
-	Script Script
-	// Ops counts the operations stepped.
-	Ops int
+	// script is the transcript so far.
+	script script
+	// ops counts the operations stepped.
+	ops int
 }
 
-// MismatchError reports a difference between the model and the system.
-type MismatchError struct{ Msg string }
+// mismatchError reports a difference between the model and the system.
+type mismatchError struct{ msg string }
 
-func (e *MismatchError) Error() string { return e.Msg }
+func (e *mismatchError) Error() string { return e.msg }
 
 func mismatch(format string, args ...any) error {
-	return &MismatchError{Msg: fmt.Sprintf(format, args...)}
+	return &mismatchError{msg: fmt.Sprintf(format, args...)}
 }
 
-func (c Config) imaConfig(tpm tpmext.TPM) ima.Config {
-	return ima.Config{TPM: tpm, HashAlgo: c.HashAlgo, Template: c.Template, BigEndian: c.BigEndian,
-		Staging: c.Staging, NDeleteNeedsStaging: c.NDeleteNeedsStaging, FlushHtable: c.FlushHtable,
-		HtableDisabled: c.HtableDisabled, Kexec: c.Kexec,
-		CriticalData: c.CriticalData, PageSize: c.PageSize}
+func (c config) imaConfig(tpm tpmext.TPM) ima.Config {
+	return ima.Config{TPM: tpm, HashAlgo: c.hashAlgo, Template: c.template, BigEndian: c.bigEndian,
+		Staging: c.staging, NDeleteNeedsStaging: c.nDeleteNeedsStaging, FlushHtable: c.flushHtable,
+		HtableDisabled: c.htableDisabled, Kexec: c.kexec,
+		CriticalData: c.criticalData, PageSize: c.pageSize}
 }
 
-// NewSystem boots a machine with cfg on a fresh software TPM, and opens a
+// newSystem boots a machine with cfg on a fresh software TPM, and opens a
 // collector whose store is in dir (a new, empty directory).
-func NewSystem(cfg Config, dir string) (*System, error) {
-	s := &System{cfg: cfg, Script: Script{Config: cfg.String()}}
+func newSystem(cfg config, dir string) (*system, error) {
+	s := &system{cfg: cfg, script: script{config: cfg.String()}}
 	var err error
-	if s.tpm, err = tpmext.NewSoftware(cfg.Banks...); err != nil {
+	if s.tpm, err = tpmext.NewSoftware(cfg.banks...); err != nil {
 		return nil, err
 	}
 	k, err := ima.New(cfg.imaConfig(s.tpm))
@@ -71,20 +70,20 @@ func NewSystem(cfg Config, dir string) (*System, error) {
 		return nil, err
 	}
 	s.addKernel(k)
-	if s.coll, err = collector.Open(dir, k.FS(staging.Root(CollectorTID)), collector.Options{
+	if s.coll, err = collector.Open(dir, k.FS(staging.Root(collectorTID)), collector.Options{
 		Flavour: collector.Prompt, BootID: k.BootID(), Layout: k.Layout(), Retries: 1}); err != nil {
 		return nil, err
 	}
-	if s.m, err = NewModel(cfg); err != nil {
+	if s.m, err = newModel(cfg); err != nil {
 		return nil, err
 	}
-	return s, s.Check()
+	return s, s.check()
 }
 
 // Close releases the collector's store.
-func (s *System) Close() error { return s.coll.Close() }
+func (s *system) Close() error { return s.coll.Close() }
 
-func (s *System) addKernel(k *ima.Kernel) {
+func (s *system) addKernel(k *ima.Kernel) {
 	k.Queue().SetFailAlloc(func() bool {
 		fail := s.failNext
 		s.failNext = false
@@ -93,7 +92,7 @@ func (s *System) addKernel(k *ima.Kernel) {
 	s.kernels = append(s.kernels, k)
 }
 
-func (s *System) cur() *ima.Kernel { return s.kernels[len(s.kernels)-1] }
+func (s *system) cur() *ima.Kernel { return s.kernels[len(s.kernels)-1] }
 
 var errnoNames = map[syscall.Errno]string{
 	syscall.EPERM: "EPERM", syscall.ENOENT: "ENOENT", syscall.EBADF: "EBADF", syscall.ENOMEM: "ENOMEM",
@@ -162,19 +161,19 @@ func fileErr(model, sys error) bool {
 
 // emit adds a script line for an operation and its result, and returns a
 // mismatch if the model and the system disagree.
-func (s *System) emit(line string, ok bool, model, sys string) error {
+func (s *system) emit(line string, ok bool, model, sys string) error {
 	if ok {
-		s.Script.add(line + " -> " + model)
+		s.script.add(line + " -> " + model)
 		return nil
 	}
-	s.Script.add(line + " -> MISMATCH")
+	s.script.add(line + " -> MISMATCH")
 	return mismatch("%s: model %s, system %s", line, model, sys)
 }
 
 // pickFile resolves an operation's file selector: mostly the file opened
 // last (so that open, A, read, D on one file happen in a row), often
 // another open file, sometimes any file of the sequence (closed ones too).
-func (s *System) pickFile(sel int) int {
+func (s *system) pickFile(sel int) int {
 	var open []int
 	for i, f := range s.m.files {
 		if !f.closed {
@@ -192,39 +191,41 @@ func (s *System) pickFile(sel int) int {
 	return -1
 }
 
-// Step applies op to the model and to the system, and checks that they
+// step applies op to the model and to the system, and checks that they
 // answer alike and end in the same state.
-func (s *System) Step(op Op) error {
-	s.Ops++
-	if err := s.step(op); err != nil {
+func (s *system) step(op op) error {
+	s.ops++
+	if err := s.apply(op); err != nil {
 		return err
 	}
-	return s.Check()
+	return s.check()
 }
 
-func (s *System) step(op Op) error {
+func (s *system) apply(op op) error {
 	m := s.m
 	k := s.cur()
-	switch op.Kind {
-	case OpMeasureFile:
+	switch op.kind {
+	case opMeasureFile:
 		line := op.describe(0, nil)
-		me := m.MeasureFile(op.Path, op.Content, op.PCR, op.Template)
-		se := k.Measure(ima.File{Path: op.Path, File: template.File{Content: op.Content}, PCR: rulePCR(op.PCR), Template: op.Template})
+		me := m.measureFile(op.path, op.content, op.pcr, op.template)
+		f := ima.NewFile(op.path, op.content)
+		f.PCR, f.Template = rulePCR(op.pcr), op.template
+		se := k.Measure(f)
 		return s.emit(line, sameErr(me, se), errString(me), errString(se))
-	case OpMeasureBuffer:
+	case opMeasureBuffer:
 		line := op.describe(0, nil)
-		me := m.MeasureBuffer(op.Path, op.Content, op.PCR, op.Hash)
-		se := k.MeasureBuffer(op.Path, op.Content, ima.BufferOptions{HashBuffer: op.Hash, PCR: rulePCR(op.PCR)})
+		me := m.measureBuffer(op.path, op.content, op.pcr, op.hash)
+		se := k.MeasureBuffer(op.path, op.content, ima.BufferOptions{HashBuffer: op.hash, PCR: rulePCR(op.pcr)})
 		return s.emit(line, sameErr(me, se), errString(me), errString(se))
-	case OpViolation:
+	case opViolation:
 		line := op.describe(0, nil)
-		me := m.Violation(op.Path, op.Cause)
-		se := k.Violation(op.Path, nil, op.Cause)
+		me := m.violation(op.path, op.cause)
+		se := k.Violation(op.path, nil, op.cause)
 		return s.emit(line, sameErr(me, se), errString(me), errString(se))
-	case OpOpen:
+	case opOpen:
 		line := op.describe(0, nil)
-		mf, me := m.Open(op.Task, op.File, op.Flag)
-		sf, se := k.SecurityFS().Open(Tasks[op.Task], op.File, op.Flag)
+		mf, me := m.Open(op.task, op.file, op.flag)
+		sf, se := k.SecurityFS().Open(tasks[op.task], op.file, op.flag)
 		if me == nil && se == nil {
 			s.files = append(s.files, sf)
 			return s.emit(line, true, fmt.Sprintf("fd%d", mf.num), "")
@@ -236,25 +237,25 @@ func (s *System) step(op Op) error {
 			m.Close(mf, mf.task)
 		}
 		return s.emit(line, fileErr(me, se), errString(me), errString(se))
-	case OpWrite:
-		i := s.pickFile(op.FD)
+	case opWrite:
+		i := s.pickFile(op.fd)
 		if i < 0 {
-			s.Script.add(op.describe(0, op.Data) + " -> (no file)")
+			s.script.add(op.describe(0, op.data) + " -> (no file)")
 			return nil
 		}
 		mf, sf := m.files[i], s.files[i]
-		data := op.Data
-		if op.NRel {
-			data = []byte(fmt.Sprintf("%d\n", m.currentLen(mf.k)+op.NDelta))
+		data := op.data
+		if op.nRel {
+			data = []byte(fmt.Sprintf("%d\n", m.currentLen(mf.k)+op.nDelta))
 		}
 		line := op.describe(mf.num, data)
 		mn, me := m.Write(mf, data)
 		sn, se := sf.Write(data)
 		return s.emit(line, mn == sn && fileErr(me, se), resultString(mn, me), resultString(sn, se))
-	case OpRead:
-		i := s.pickFile(op.FD)
+	case opRead:
+		i := s.pickFile(op.fd)
 		if i < 0 {
-			s.Script.add(op.describe(0, nil) + " -> (no file)")
+			s.script.add(op.describe(0, nil) + " -> (no file)")
 			return nil
 		}
 		mf, sf := m.files[i], s.files[i]
@@ -268,44 +269,44 @@ func (s *System) step(op Op) error {
 			err = mismatch("%v\nmodel bytes  %q\nsystem bytes %q", err, mb, buf[:sn])
 		}
 		return err
-	case OpSeek:
-		i := s.pickFile(op.FD)
+	case opSeek:
+		i := s.pickFile(op.fd)
 		if i < 0 {
-			s.Script.add(op.describe(0, nil) + " -> (no file)")
+			s.script.add(op.describe(0, nil) + " -> (no file)")
 			return nil
 		}
 		mf, sf := m.files[i], s.files[i]
 		line := op.describe(mf.num, nil)
-		mo, me := m.Seek(mf, op.Offset, op.Whence)
-		so, se := sf.Seek(op.Offset, op.Whence)
+		mo, me := m.Seek(mf, op.offset, op.whence)
+		so, se := sf.Seek(op.offset, op.whence)
 		return s.emit(line, mo == so && fileErr(me, se), resultString(int(mo), me), resultString(int(so), se))
-	case OpClose:
-		i := s.pickFile(op.FD)
+	case opClose:
+		i := s.pickFile(op.fd)
 		if i < 0 {
-			s.Script.add(op.describe(0, nil) + " -> (no file)")
+			s.script.add(op.describe(0, nil) + " -> (no file)")
 			return nil
 		}
 		mf, sf := m.files[i], s.files[i]
-		task := op.CloseAs
+		task := op.closeAs
 		if task < 0 {
 			task = mf.task
 		}
 		line := op.describe(mf.num, nil)
 		me := m.Close(mf, task)
-		se := sf.CloseAs(Tasks[task])
+		se := sf.CloseAs(tasks[task])
 		return s.emit(line, fileErr(me, se), errString(me), errString(se))
-	case OpCat:
+	case opCat:
 		return s.cat(op)
-	case OpEcho:
+	case opEcho:
 		return s.echo(op)
-	case OpKexecLoad:
+	case opKexecLoad:
 		line := op.describe(0, nil)
-		mseg, me := m.KexecLoad()
+		mseg, me := m.kexecLoad()
 		sseg, se := k.KexecLoad()
 		return s.emit(line, mseg == sseg && sameErr(me, se), resultString(int(mseg), me), resultString(int(sseg), se))
-	case OpKexec:
+	case opKexec:
 		line := op.describe(0, nil)
-		carried, lost, partial := m.Kexec()
+		carried, lost, partial := m.kexec()
 		nk, err := k.Kexec()
 		if err != nil {
 			return mismatch("%s: system: %v", line, err)
@@ -314,58 +315,58 @@ func (s *System) step(op Op) error {
 		res, rerr := nk.Restored()
 		want := fmt.Sprintf("carried %d, lost %d", carried, lost)
 		got := "carried nothing (no CONFIG_IMA_KEXEC)"
-		ok := res == nil && !s.cfg.Kexec
+		ok := res == nil && !s.cfg.kexec
 		if res != nil {
 			got = fmt.Sprintf("restored %d, restore error %v", res.Restored, rerr)
-			ok = s.cfg.Kexec && res.Restored == carried && (rerr != nil) == partial
+			ok = s.cfg.kexec && res.Restored == carried && (rerr != nil) == partial
 		}
-		if !s.cfg.Kexec {
+		if !s.cfg.kexec {
 			want = got
 		}
 		if err := s.emit(line, ok, want, got); err != nil {
 			return err
 		}
-		if op.Follow {
+		if op.follow {
 			return s.collectorSwitch()
 		}
 		return nil
-	case OpReboot:
+	case opReboot:
 		line := op.describe(0, nil)
-		m.Reboot()
+		m.reboot()
 		nk, err := k.Reboot()
 		if err != nil {
 			return mismatch("%s: system: %v", line, err)
 		}
 		s.addKernel(nk)
-		s.Script.add(line)
-		if op.Follow {
+		s.script.add(line)
+		if op.follow {
 			return s.collectorSwitch()
 		}
 		return nil
-	case OpCollect:
+	case opCollect:
 		line := op.describe(0, nil)
 		flav := collector.DeleteN
-		if op.Prompt {
+		if op.prompt {
 			flav = collector.Prompt
 		}
-		mr, me := m.Collect(op.Prompt)
+		mr, me := m.collect(op.prompt)
 		sr, se := s.coll.CycleFlavour(flav)
 		return s.emit(line, mr == sr && sameErr(me, se), collString(mr, me), collString(sr, se))
-	case OpCollectorSwitch:
+	case opCollectorSwitch:
 		return s.collectorSwitch()
-	case OpFailAlloc:
-		m.ArmFailAlloc()
+	case opFailAlloc:
+		m.armFailAlloc()
 		s.failNext = true
-		s.Script.add(op.describe(0, nil))
+		s.script.add(op.describe(0, nil))
 		return nil
 	}
-	return fmt.Errorf("harness: unknown operation %d", op.Kind)
+	return fmt.Errorf("harness: unknown operation %d", op.kind)
 }
 
-func (s *System) collectorSwitch() error {
-	kind, me := s.m.CollectorSwitch()
+func (s *system) collectorSwitch() error {
+	kind, me := s.m.collectorSwitch()
 	k := s.cur()
-	se := s.coll.SwitchKernel(k.FS(staging.Root(CollectorTID)), k.BootID(), kind)
+	se := s.coll.SwitchKernel(k.FS(staging.Root(collectorTID)), k.BootID(), kind)
 	how := "kexec"
 	if kind == collector.Reboot {
 		how = "reboot"
@@ -399,7 +400,7 @@ func collString(r collector.Result, err error) string {
 	return s
 }
 
-func (m *Model) currentLen(k *mKernel) int {
+func (m *model) currentLen(k *mKernel) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(k.current)
@@ -407,13 +408,13 @@ func (m *Model) currentLen(k *mKernel) int {
 
 // cat opens a file as a task, reads it to EOF with reads of op.Size bytes,
 // and closes it, on both sides.
-func (s *System) cat(op Op) error {
+func (s *system) cat(op op) error {
 	m := s.m
 	line := op.describe(0, nil)
 	m.mu.Lock()
-	mf, me := m.open(m.cur(), op.Task, op.File, os.O_RDONLY)
+	mf, me := m.open(m.cur(), op.task, op.file, os.O_RDONLY)
 	m.mu.Unlock()
-	sf, se := s.cur().SecurityFS().Open(Tasks[op.Task], op.File, os.O_RDONLY)
+	sf, se := s.cur().SecurityFS().Open(tasks[op.task], op.file, os.O_RDONLY)
 	if me != nil || se != nil {
 		if se == nil {
 			sf.Close()
@@ -455,19 +456,19 @@ func (s *System) cat(op Op) error {
 
 // echo is a shell's `echo -n DATA > FILE`: open O_WRONLY|O_CREAT|O_TRUNC,
 // one write, close.
-func (s *System) echo(op Op) error {
+func (s *system) echo(op op) error {
 	m := s.m
 	m.mu.Lock()
 	k := m.cur()
-	data := op.Data
-	if op.NRel {
-		data = []byte(fmt.Sprintf("%d\n", len(k.current)+op.NDelta))
+	data := op.data
+	if op.nRel {
+		data = []byte(fmt.Sprintf("%d\n", len(k.current)+op.nDelta))
 	}
 	line := op.describe(0, data)
 	flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	mf, me := m.open(k, op.Task, op.File, flag)
+	mf, me := m.open(k, op.task, op.file, flag)
 	m.mu.Unlock()
-	sf, se := s.cur().SecurityFS().Open(Tasks[op.Task], op.File, flag)
+	sf, se := s.cur().SecurityFS().Open(tasks[op.task], op.file, flag)
 	if me != nil || se != nil {
 		if se == nil {
 			sf.Close()
@@ -485,12 +486,12 @@ func (s *System) echo(op Op) error {
 		resultString(mn, mwe), resultString(sn, swe)+", close "+errString(sce))
 }
 
-// Check compares everything observable: per kernel instance the counters,
+// check compares everything observable: per kernel instance the counters,
 // the sizes, the suspended flag and the open/writer bookkeeping; for the
 // running kernel the lists, the hash table (its size and the membership of
 // every key ever computed) and the counter files; the TPM's PCRs; and the
 // collector's committed records.
-func (s *System) Check() error {
+func (s *system) check() error {
 	m := s.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -506,7 +507,7 @@ func (s *System) Check() error {
 	if err != nil {
 		return err
 	}
-	for _, b := range s.cfg.Banks {
+	for _, b := range s.cfg.banks {
 		for i := range tpmext.NumPCRs {
 			if !bytes.Equal(pcrs[b][i], m.pcrs[b][i]) {
 				return mismatch("PCR %d of bank %s: model %x, system %x", i, b, m.pcrs[b][i], pcrs[b][i])
@@ -519,14 +520,14 @@ func (s *System) Check() error {
 	return nil
 }
 
-func (s *System) checkKernel(mk *mKernel, k *ima.Kernel, running bool) error {
+func (s *system) checkKernel(mk *mKernel, k *ima.Kernel, running bool) error {
 	q := k.Queue()
 	name := fmt.Sprintf("kernel %d", mk.n)
 	for c, counter := range []measlist.Counter{measlist.Binary, measlist.BinaryStaged, measlist.BinaryFull} {
 		if got := q.NumRecords(counter); got != mk.num[c] {
 			return mismatch("%s: %s: model %d, system %d", name, counter, mk.num[c], got)
 		}
-		if s.cfg.Kexec {
+		if s.cfg.kexec {
 			if got, want := q.BinaryRuntimeSize(counter), mk.size[c]+kexecHeaderSize; got != want {
 				return mismatch("%s: binary_runtime_size[%s]: model %d, system %d", name, counter, want, got)
 			}
@@ -557,7 +558,7 @@ func (s *System) checkKernel(mk *mKernel, k *ima.Kernel, running bool) error {
 
 // checkRunning compares the running kernel's lists, hash table and counter
 // files.
-func (s *System) checkRunning(mk *mKernel, k *ima.Kernel) error {
+func (s *system) checkRunning(mk *mKernel, k *ima.Kernel) error {
 	q := k.Queue()
 	if err := s.checkLists(mk, k); err != nil {
 		return err
@@ -589,7 +590,7 @@ func (s *System) checkRunning(mk *mKernel, k *ima.Kernel) error {
 
 // checkLists compares a kernel's current and staged lists record by record
 // (the binary record with the SHA-1 column).
-func (s *System) checkLists(mk *mKernel, k *ima.Kernel) error {
+func (s *system) checkLists(mk *mKernel, k *ima.Kernel) error {
 	q := k.Queue()
 	for _, h := range []measlist.Head{measlist.Current, measlist.Staged} {
 		want := mk.current
@@ -605,15 +606,15 @@ func (s *System) checkLists(mk *mKernel, k *ima.Kernel) error {
 			if err != nil {
 				return mismatch("kernel %d: %s record %d: %v", mk.n, h, i, err)
 			}
-			if !bytes.Equal(b, want[i].Dump) {
-				return mismatch("kernel %d: %s record %d: model %q (%s), system %q", mk.n, h, i, want[i].Dump, want[i].What, b)
+			if !bytes.Equal(b, want[i].dump) {
+				return mismatch("kernel %d: %s record %d: model %q (%s), system %q", mk.n, h, i, want[i].dump, want[i].what, b)
 			}
 		}
 	}
 	return nil
 }
 
-// Finish ends a sequence: every open file is closed by its task, the
+// finish ends a sequence: every open file is closed by its task, the
 // collector follows the running kernel, every list and counter file is read
 // by a fresh reader, and the end-of-sequence properties are checked:
 //
@@ -626,14 +627,14 @@ func (s *System) checkLists(mk *mKernel, k *ima.Kernel) error {
 //     records or carried nothing);
 //   - when only the collector deleted records since the cold boot, its
 //     Records(0) is that log, byte for byte.
-func (s *System) Finish() error {
+func (s *system) finish() error {
 	m := s.m
 	for i, mf := range m.files {
 		if !mf.closed {
-			op := Op{Kind: OpClose, CloseAs: -1}
+			op := op{kind: opClose, closeAs: -1}
 			line := op.describe(mf.num, nil)
 			me := m.Close(mf, mf.task)
-			se := s.files[i].CloseAs(Tasks[mf.task])
+			se := s.files[i].CloseAs(tasks[mf.task])
 			if err := s.emit(line, fileErr(me, se), errString(me), errString(se)); err != nil {
 				return err
 			}
@@ -644,15 +645,15 @@ func (s *System) Finish() error {
 			return err
 		}
 	}
-	if err := s.Check(); err != nil {
+	if err := s.check(); err != nil {
 		return err
 	}
 	for _, name := range m.names {
-		if err := s.cat(Op{Kind: OpCat, Task: 0, File: name, Size: 4096}); err != nil {
+		if err := s.cat(op{kind: opCat, task: 0, file: name, Size: 4096}); err != nil {
 			return err
 		}
 	}
-	mrec, me := m.CollectorRecords()
+	mrec, me := m.collectorRecords()
 	srec, se := s.coll.Records(0)
 	if !sameErr(me, se) {
 		return mismatch("collector Records(0): model %s, system %s", errString(me), errString(se))
@@ -662,13 +663,13 @@ func (s *System) Finish() error {
 			return mismatch("collector Records(0): model %d records, system %d", len(mrec), len(srec))
 		}
 		for i := range mrec {
-			if !bytes.Equal(mrec[i].Dump, srec[i]) {
-				return mismatch("collector Records(0) record %d: model %q, system %q", i, mrec[i].Dump, srec[i])
+			if !bytes.Equal(mrec[i].dump, srec[i]) {
+				return mismatch("collector Records(0) record %d: model %q, system %q", i, mrec[i].dump, srec[i])
 			}
 		}
-		s.Script.add(fmt.Sprintf("# the collector serves %d records", len(srec)))
+		s.script.add(fmt.Sprintf("# the collector serves %d records", len(srec)))
 	}
-	if err := s.Check(); err != nil {
+	if err := s.check(); err != nil {
 		return err
 	}
 	for i, mk := range m.kernels {
@@ -684,36 +685,36 @@ func (s *System) Finish() error {
 	}
 	ep := m.ep
 	if ep.collectorWrong {
-		s.Script.add("# the collector's log is not checked against the log: it decided a pending batch against what the kernel did (a known limitation)")
+		s.script.add("# the collector's log is not checked against the log: it decided a pending batch against what the kernel did (a known limitation)")
 	}
 	if ep.collectorAligned && !ep.rawDeleted && !ep.noReplay && !ep.gap && !ep.collectorWrong && me == nil {
 		if len(srec) != len(ep.log) {
 			return mismatch("the collector serves %d records, the log as if staging never happened has %d", len(srec), len(ep.log))
 		}
 		for i, r := range ep.log {
-			if !bytes.Equal(srec[i], r.Dump) {
-				return mismatch("the collector's record %d differs from the log as if staging never happened: %q, want %q", i, srec[i], r.Dump)
+			if !bytes.Equal(srec[i], r.dump) {
+				return mismatch("the collector's record %d differs from the log as if staging never happened: %q, want %q", i, srec[i], r.dump)
 			}
 		}
-		s.Script.add("# the collector's log is the log as if staging never happened")
+		s.script.add("# the collector's log is the log as if staging never happened")
 	}
 	return nil
 }
 
 // checkEpoch checks, on the model (whose lists equal the system's), that
 // deleted ++ staged ++ current is the log as if staging never happened.
-func (m *Model) checkEpoch() error {
+func (m *model) checkEpoch() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := m.cur()
-	var all []*Record
+	var all []*record
 	for _, b := range m.ep.deleted {
 		all = append(all, b...)
 	}
 	all = append(append(all, k.staged...), k.current...)
 	if m.ep.gap {
 		all = slices.Clone(all)
-		sort.SliceStable(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+		sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
 	}
 	if len(all) != len(m.ep.log) {
 		return mismatch("deleted ++ staged ++ current holds %d records, the log as if staging never happened %d", len(all), len(m.ep.log))
@@ -721,7 +722,7 @@ func (m *Model) checkEpoch() error {
 	for i, r := range m.ep.log {
 		if all[i] != r {
 			return mismatch("deleted ++ staged ++ current differs from the log at record %d: %s (#%d), want %s (#%d)",
-				i, all[i].What, all[i].ID, r.What, r.ID)
+				i, all[i].what, all[i].id, r.what, r.id)
 		}
 	}
 	return nil
@@ -729,7 +730,7 @@ func (m *Model) checkEpoch() error {
 
 // checkReplay replays the log as if staging never happened onto reset PCRs
 // and compares every PCR of every bank with the TPM.
-func (s *System) checkReplay() error {
+func (s *system) checkReplay() error {
 	m := s.m
 	if m.ep.noReplay {
 		return nil
@@ -738,13 +739,13 @@ func (s *System) checkReplay() error {
 	if err != nil {
 		return err
 	}
-	for _, b := range s.cfg.Banks {
+	for _, b := range s.cfg.banks {
 		want := make([][]byte, tpmext.NumPCRs)
 		for i := range want {
 			want[i] = tpmext.InitialPCRValue(i, b)
 		}
 		for _, r := range m.ep.log {
-			want[r.PCR] = tpmext.ExtendValue(b, want[r.PCR], extendDigest(r, b, m.order))
+			want[r.pcr] = tpmext.ExtendValue(b, want[r.pcr], extendDigest(r, b, m.order))
 		}
 		for i := range want {
 			if !bytes.Equal(want[i], pcrs[b][i]) {
@@ -752,33 +753,33 @@ func (s *System) checkReplay() error {
 			}
 		}
 	}
-	s.Script.add(fmt.Sprintf("# the log as if staging never happened (%d records) replays to every PCR of every bank", len(m.ep.log)))
+	s.script.add(fmt.Sprintf("# the log as if staging never happened (%d records) replays to every PCR of every bank", len(m.ep.log)))
 	return nil
 }
 
-// RunSequence runs one sequence drawn from src (a configuration, then up to
+// runSequence runs one sequence drawn from src (a configuration, then up to
 // maxOps operations, fewer if src runs out) with the collector's store in
 // dir, and checks it. It returns the script and the first mismatch.
-func RunSequence(src Source, dir string, maxOps int) (*System, error) {
-	cfg := GenConfig(src)
-	if src.Done() {
+func runSequence(src source, dir string, maxOps int) (*system, error) {
+	cfg := genConfig(src)
+	if src.done() {
 		return nil, nil
 	}
-	s, err := NewSystem(cfg, dir)
+	s, err := newSystem(cfg, dir)
 	if err != nil {
 		return s, err
 	}
 	defer s.Close()
 	for range maxOps {
-		op := GenOp(src)
-		if src.Done() {
+		op := genOp(src)
+		if src.done() {
 			break
 		}
-		if err := s.Step(op); err != nil {
+		if err := s.step(op); err != nil {
 			return s, err
 		}
 	}
-	return s, s.Finish()
+	return s, s.finish()
 }
 
 // rulePCR is the policy rule of an operation's pcr (-1: no pcr=).

@@ -40,30 +40,30 @@ func seqLength(seed uint64) int { return 10 + int(seed*7919%81) }
 // runSeed runs one seeded sequence; on a mismatch it fails the test with
 // the script and the fuzz input that replays it.
 func runSeed(t *testing.T, base string, seed uint64, stats, known map[string]int) int {
-	src := NewRandSource(seed)
+	src := newRandSource(seed)
 	dir := filepath.Join(base, fmt.Sprint(seed))
-	s, err := RunSequence(src, dir, seqLength(seed))
+	s, err := runSequence(src, dir, seqLength(seed))
 	defer os.RemoveAll(dir)
 	if err != nil {
 		script := "(no script: the system did not boot)"
 		if s != nil {
-			s.Script.Input = src.Bytes
-			script = s.Script.String()
+			s.script.input = src.bytes
+			script = s.script.String()
 		}
 		t.Fatalf("seed %d: %v\n%s", seed, err, script)
 	}
 	if *flagSeed >= 0 {
-		t.Logf("seed %d:\n%s", seed, s.Script.String())
+		t.Logf("seed %d:\n%s", seed, s.script.String())
 	}
-	for _, l := range s.Script.Lines {
+	for _, l := range s.script.lines {
 		if o := outcome(l); o != "" && stats != nil {
 			stats[o]++
 		}
 	}
-	for k, v := range s.m.KnownBugs {
+	for k, v := range s.m.knownBugs {
 		known[k] += v
 	}
-	return s.Ops
+	return s.ops
 }
 
 // TestSystemSeeded runs thousands of seeded sequences (a few hundred under
@@ -99,12 +99,12 @@ func TestSystemSeeded(t *testing.T) {
 // recordSequence returns the fuzz input of seeded sequence seed, without
 // running it.
 func recordSequence(seed uint64) []byte {
-	src := NewRandSource(seed)
-	GenConfig(src)
+	src := newRandSource(seed)
+	genConfig(src)
 	for range seqLength(seed) {
-		GenOp(src)
+		genOp(src)
 	}
-	return src.Bytes
+	return src.bytes
 }
 
 // FuzzSystem decodes a configuration and a sequence of operations from the
@@ -119,12 +119,12 @@ func FuzzSystem(f *testing.F) {
 		n++
 		dir := filepath.Join(base, fmt.Sprintf("%d-%d", os.Getpid(), n))
 		defer os.RemoveAll(dir)
-		s, err := RunSequence(NewByteSource(data), dir, 300)
+		s, err := runSequence(newByteSource(data), dir, 300)
 		if err != nil {
 			script := "(no script)"
 			if s != nil {
-				s.Script.Input = data
-				script = s.Script.String()
+				s.script.input = data
+				script = s.script.String()
 			}
 			t.Fatalf("%v\n%s", err, script)
 		}
@@ -189,16 +189,16 @@ func logStats(t *testing.T, stats map[string]int) {
 func TestReplayInput(t *testing.T) {
 	base := storeDir(t)
 	for _, seed := range []uint64{2, 20, 155, 310} {
-		src := NewRandSource(seed)
-		s1, err := RunSequence(src, filepath.Join(base, fmt.Sprintf("r%d", seed)), seqLength(seed))
+		src := newRandSource(seed)
+		s1, err := runSequence(src, filepath.Join(base, fmt.Sprintf("r%d", seed)), seqLength(seed))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s2, err := RunSequence(NewByteSource(src.Bytes), filepath.Join(base, fmt.Sprintf("b%d", seed)), 1000)
+		s2, err := runSequence(newByteSource(src.bytes), filepath.Join(base, fmt.Sprintf("b%d", seed)), 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a, b := s1.Script.String(), s2.Script.String(); a != b {
+		if a, b := s1.script.String(), s2.script.String(); a != b {
 			t.Fatalf("seed %d: the recorded input replays another sequence:\n%s\n---\n%s", seed, a, b)
 		}
 	}
