@@ -236,7 +236,7 @@ func (c *Collector) checkTail(bootID string, kind BootKind) error {
 			return err
 		}
 		if !recordsEqual(head, st.tail) {
-			return fmt.Errorf("%w: %d records (store %s, after record %d)", ErrTailNotInKernel, len(st.tail), st.dir, len(st.log.records))
+			return fmt.Errorf("%w: %d records (store %s, after record %d)", ErrTailNotInKernel, len(st.tail), st.dir, st.log.committed)
 		}
 	}
 	return st.finishRecovery()
@@ -364,7 +364,10 @@ func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
 		if head == nil {
 			continue
 		}
-		store := c.st.log.records
+		store, err := c.st.committedRecords()
+		if err != nil {
+			return false, err
+		}
 		dN, dLen, err := c.replayedBy(t, store, p, head)
 		if err != nil {
 			return false, err
@@ -511,7 +514,11 @@ func (c *Collector) wholeBatchReplays(p [][]byte) (bool, error) {
 			time.Sleep(time.Millisecond << min(attempt, 9))
 			continue
 		}
-		n, total, err := c.replayedBy(t, c.st.log.records, p, head)
+		store, err := c.st.committedRecords()
+		if err != nil {
+			return false, err
+		}
+		n, total, err := c.replayedBy(t, store, p, head)
 		return err == nil && n >= total-1, err
 	}
 	return false, nil
@@ -700,7 +707,7 @@ func (c *Collector) cycleN() (res Result, err error) {
 	}
 	n := len(records)
 	if cover != nil {
-		if n, err = cover(len(c.st.log.records), records); err != nil {
+		if n, err = cover(c.st.log.committed, records); err != nil {
 			return res, err
 		}
 		if n < 0 || n > len(records) {
@@ -759,7 +766,11 @@ func (c *Collector) takeStaged() (res Result, err error) {
 // store.
 func (c *Collector) quoteCover(target eventlog.Target) func(int, [][]byte) (int, error) {
 	return func(committed int, records [][]byte) (int, error) {
-		log := bytes.Join(append(append([][]byte(nil), c.st.log.records...), records...), nil)
+		store, err := c.st.committedRecords()
+		if err != nil {
+			return 0, err
+		}
+		log := bytes.Join(append(store, records...), nil)
 		el, err := eventlog.ParseEventLog(log, eventlog.Options{Order: c.layout.Order()})
 		if err != nil {
 			return 0, err

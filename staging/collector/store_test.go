@@ -146,7 +146,7 @@ func TestPermissions(t *testing.T) {
 				require.Equal(t, fs.ModeDir|0o700, fi.Mode(), "store directory")
 				ents, err := os.ReadDir(dir)
 				require.NoError(t, err)
-				require.Len(t, ents, 3) // LOCK and two segments
+				require.Len(t, ents, 4) // MANIFEST, INDEX and two segments
 				for _, e := range ents {
 					fi, err := e.Info()
 					require.NoError(t, err)
