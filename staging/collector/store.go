@@ -213,7 +213,7 @@ type store struct {
 	idx  *os.File // INDEX
 	// ib, from recovery to finishRecovery, holds INDEX as the segments
 	// say it should be.
-	ib *indexBuilder
+	ib   *indexBuilder
 	man  manifest // the manifest last written
 	seg  *os.File // the segment being appended to
 	segN int
