@@ -106,6 +106,11 @@ type Options struct {
 	// attempt up to one second. Zero values mean 50 attempts from 1 ms.
 	Retries int
 	Backoff time.Duration
+	// Verify makes Open read and check every frame of the store, as
+	// before the store had checkpoints: damage anywhere is then reported
+	// by Open (a CorruptError) rather than when the damaged record is
+	// served. Opening then costs time in proportion to the store.
+	Verify bool
 	// Hook, if set, runs at each step of a cycle; an error stops the
 	// cycle there, as if the process had died, with no cleanup. For
 	// crash tests.
@@ -167,7 +172,7 @@ func Open(dir string, fsys staging.FS, opts Options) (*Collector, error) {
 			return nil, err
 		}
 	}
-	st, err := openStore(dir)
+	st, err := openStore(dir, opts.Verify)
 	if err != nil {
 		return nil, err
 	}

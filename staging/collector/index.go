@@ -130,15 +130,22 @@ func (b *indexBuilder) discard() {
 	}
 }
 
-// indexAppend writes the entries of newly committed records at INDEX
-// position at.
-func (s *store) indexAppend(at int64, locs []loc) error {
-	b := make([]byte, len(locs)*indexEntry)
-	for i, l := range locs {
+// flushIndex writes the entries of newly committed records, the last of
+// INDEX, keeping them for a later attempt if the write fails.
+func (s *store) flushIndex() error {
+	if len(s.idxBacklog) == 0 {
+		return nil
+	}
+	b := make([]byte, len(s.idxBacklog)*indexEntry)
+	for i, l := range s.idxBacklog {
 		encodeLoc(b[i*indexEntry:], l)
 	}
-	_, err := s.idx.WriteAt(b, at*indexEntry)
-	return err
+	at := s.log.base + int64(s.log.committed) - int64(len(s.idxBacklog))
+	if _, err := s.idx.WriteAt(b, at*indexEntry); err != nil {
+		return fmt.Errorf("collector: store %s: writing %s: %w", s.dir, indexName, err)
+	}
+	s.idxBacklog = nil
+	return nil
 }
 
 // eachCommitted calls fn with the committed records of the newest log from
@@ -150,6 +157,9 @@ func (s *store) eachCommitted(from int, fn func(i int, rec []byte) error) error 
 	st := &s.log
 	if from >= st.committed {
 		return nil
+	}
+	if err := s.flushIndex(); err != nil {
+		return err
 	}
 	ir := bufio.NewReaderSize(io.NewSectionReader(s.idx, (st.base+int64(from))*indexEntry,
 		int64(st.committed-from)*indexEntry), 1<<16)

@@ -214,6 +214,9 @@ type store struct {
 	// ib, from recovery to finishRecovery, holds INDEX as the segments
 	// say it should be.
 	ib   *indexBuilder
+	// idxBacklog holds the entries of the last committed records that
+	// INDEX does not have yet (its write failed: a full disk).
+	idxBacklog []loc
 	man  manifest // the manifest last written
 	seg  *os.File // the segment being appended to
 	segN int
@@ -249,7 +252,7 @@ type store struct {
 // under a running collector. A directory owned by another user, or
 // writable by its group or by others, is refused: whoever can write it can
 // swap segments under the collector.
-func openStore(dir string) (*store, error) {
+func openStore(dir string, verify bool) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -288,7 +291,7 @@ func openStore(dir string) (*store, error) {
 		}
 	}
 	s := &store{dir: dir, dirf: dirf}
-	if err := s.recover(); err != nil {
+	if err := s.recover(verify); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -421,7 +424,12 @@ func (s *store) create() error {
 // recover checks the store against its manifest, rebuilds the newest
 // log's state, cuts what lies after the durable end, and opens the
 // durable end's segment for appending.
-func (s *store) recover() error {
+//
+// Unless verify is set, a checkpoint (see checkpointName) lets it start
+// at the end of the last resolved batch instead of the first segment:
+// opening then costs the same for any size of store, and a damaged frame
+// before the checkpoint is found when it is served instead.
+func (s *store) recover(verify bool) error {
 	ns, haveManifest, err := s.segments()
 	if err != nil {
 		return err
@@ -451,22 +459,28 @@ func (s *store) recover() error {
 		last = ns[len(ns)-1]
 	}
 	var st logState
-	prev := int64(-1) // the previous segment's size
-	for i, n := range ns {
-		if n != i+1 {
-			return &CorruptError{Segment: segName(i + 1), Record: st.next(),
-				Reason: fmt.Sprintf("segment missing (the next one is %s)", segName(n))}
+	start := loc{seg: 1}
+	if !verify {
+		if cp, ok := s.usableCheckpoint(end, ib); ok {
+			st = logState{bootIDs: cp.bootIDs, base: cp.base, committed: cp.committed}
+			start = cp.at
+			ib.skipTo(cp.base + int64(cp.committed))
 		}
-		if n > end.seg {
-			break
-		}
-		size, err := s.scanSegment(n, prev, &st, end, ib)
-		if err != nil {
+	}
+	err = s.scan(ns, end, &st, ib, start)
+	if err == nil && start != (loc{seg: 1}) {
+		err = st.matches(end)
+	}
+	if err != nil && start != (loc{seg: 1}) {
+		// The checkpoint led nowhere: the whole scan says why.
+		ib.discard()
+		if ib, err = s.newIndexBuilder(); err != nil {
 			return err
 		}
-		prev = size
+		s.ib, st = ib, logState{}
+		err = s.scan(ns, end, &st, ib, loc{seg: 1})
 	}
-	if err := ib.flush(); err != nil {
+	if err != nil {
 		return err
 	}
 	switch {
@@ -484,11 +498,8 @@ func (s *store) recover() error {
 				Reason: fmt.Sprintf("segment of %d bytes is newer than the manifest (whose durable end is in %s)", size, segName(end.seg))}
 		}
 	}
-	if uint64(st.committed) != end.records || st.state == batchPending != (end.pending > 0) ||
-		st.state == batchPending && uint64(len(st.pending)) != end.pending || len(st.unsealed) > 0 {
-		return &CorruptError{Segment: segName(end.seg), Offset: end.offset, Record: st.committed,
-			Reason: fmt.Sprintf("the segments hold %d committed records, %d pending and %d unsealed at the durable end; the manifest says %d committed and %d pending",
-				st.committed, len(st.pending), len(st.unsealed), end.records, end.pending)}
+	if err := st.matches(end); err != nil {
+		return err
 	}
 	s.log = st
 	s.recovering, s.newerSegment = true, last == end.seg+1
@@ -496,6 +507,47 @@ func (s *store) recover() error {
 		s.tail, err = s.tailRecords(end)
 	}
 	return err
+}
+
+// matches checks the state found at the durable end against the manifest.
+func (st *logState) matches(end manifest) error {
+	if uint64(st.committed) != end.records || st.state == batchPending != (end.pending > 0) ||
+		st.state == batchPending && uint64(len(st.pending)) != end.pending || len(st.unsealed) > 0 {
+		return &CorruptError{Segment: segName(end.seg), Offset: end.offset, Record: st.committed,
+			Reason: fmt.Sprintf("the segments hold %d committed records, %d pending and %d unsealed at the durable end; the manifest says %d committed and %d pending",
+				st.committed, len(st.pending), len(st.unsealed), end.records, end.pending)}
+	}
+	return nil
+}
+
+// scan applies the frames from start to the durable end to st, checking
+// each segment's link to the previous one, and checks or rebuilds INDEX
+// with ib.
+func (s *store) scan(ns []int, end manifest, st *logState, ib *indexBuilder, start loc) error {
+	prev := int64(-1) // the previous segment's size
+	for i, n := range ns {
+		if n != i+1 {
+			return &CorruptError{Segment: segName(i + 1), Record: st.next(),
+				Reason: fmt.Sprintf("segment missing (the next one is %s)", segName(n))}
+		}
+		if n > end.seg {
+			break
+		}
+		if n < start.seg {
+			prev = s.fileSize(n)
+			continue
+		}
+		from := int64(0)
+		if n == start.seg {
+			from = start.off
+		}
+		size, err := s.scanSegment(n, prev, from, st, end, ib)
+		if err != nil {
+			return err
+		}
+		prev = size
+	}
+	return ib.flush()
 }
 
 // tailRecords returns the records of the whole frames that follow the
@@ -560,8 +612,11 @@ func (s *store) finishRecovery() error {
 		return err
 	}
 	if s.newerSegment {
-		return s.openSegment(end.seg + 1)
+		if err := s.openSegment(end.seg + 1); err != nil {
+			return err
+		}
 	}
+	s.checkpoint()
 	return nil
 }
 
@@ -593,7 +648,7 @@ func (s *store) truncateFile(n int, size int64) error {
 // scanSegment applies the frames of segment n to st; prev is the previous
 // segment's size (-1 for the first). The segment of the durable end is
 // read up to it only, and must reach it. It returns the segment's size.
-func (s *store) scanSegment(n int, prev int64, st *logState, end manifest, ib *indexBuilder) (size int64, err error) {
+func (s *store) scanSegment(n int, prev, from int64, st *logState, end manifest, ib *indexBuilder) (size int64, err error) {
 	name := segName(n)
 	f, err := s.openFile(name, os.O_RDONLY)
 	if err != nil {
@@ -609,8 +664,8 @@ func (s *store) scanSegment(n int, prev int64, st *logState, end manifest, ib *i
 	if n == end.seg {
 		stop = end.offset
 	}
-	r := bufio.NewReaderSize(f, 1<<16)
-	var off int64
+	r := bufio.NewReaderSize(io.NewSectionReader(f, from, size-from), 1<<16)
+	off := from
 	var hdr [frameHeader]byte
 	corrupt := func(reason string) error {
 		return &CorruptError{Segment: name, Offset: off, Record: st.next(), Reason: reason}
@@ -867,15 +922,12 @@ func (s *store) appendFrames(beforeSync func() error, frames ...frame) error {
 		s.failed = fmt.Errorf("collector: store %s: writing %s failed (%v); reopen the store", s.dir, manifestName, err)
 		return err
 	}
-	if len(next.newlyCommitted) > 0 {
-		if err := s.indexAppend(next.base+int64(next.committed-len(next.newlyCommitted)), next.newlyCommitted); err != nil {
-			s.failed = fmt.Errorf("collector: store %s: writing %s failed (%v); reopen the store", s.dir, indexName, err)
-			return err
-		}
-		next.newlyCommitted = nil
-	}
+	s.idxBacklog = append(s.idxBacklog, next.newlyCommitted...)
+	next.newlyCommitted = nil
 	s.log = next
+	s.flushIndex() // a failure (a full disk) is retried later
 	s.durable = s.size
+	s.checkpoint()
 	return nil
 }
 
