@@ -213,14 +213,14 @@ type store struct {
 	idx  *os.File // INDEX
 	// ib, from recovery to finishRecovery, holds INDEX as the segments
 	// say it should be.
-	ib   *indexBuilder
+	ib *indexBuilder
 	// idxBacklog holds the entries of the last committed records that
 	// INDEX does not have yet (its write failed: a full disk).
 	idxBacklog []loc
-	man  manifest // the manifest last written
-	seg  *os.File // the segment being appended to
-	segN int
-	size int64
+	man        manifest // the manifest last written
+	seg        *os.File // the segment being appended to
+	segN       int
+	size       int64
 	// durable is the size of the current segment at its last durable
 	// point: what a crash or power loss leaves, and what the manifest
 	// says.
