@@ -220,6 +220,7 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the running kernel's boot id")
 	bootChange := fs.String("boot-change", "reboot", "what a changed boot id means: reboot (a new log) or kexec (the log continues)")
 	logFormat := fs.String("log-format", "json", "log records on stderr: json or text")
+	verify := fs.Bool("verify", false, "at start, read and check every frame of the store (time in proportion to its size), not only from its checkpoint")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -268,7 +269,7 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 
 	fsys := staging.Dir(kd.path)
-	opts := collector.Options{Flavour: flavour, BootID: bootID, NewBoot: kind, Layout: kd.layout}
+	opts := collector.Options{Flavour: flavour, BootID: bootID, NewBoot: kind, Layout: kd.layout, Verify: *verify}
 	c, err := collector.Open(*storeDir, fsys, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim collect:", err)
