@@ -163,6 +163,39 @@ func (k *kernelDir) flavour(asked string, log *slog.Logger) (collector.Flavour, 
 	return collector.DeleteN, nil
 }
 
+// storeFlags are the flags of the commands that open a store against a
+// kernel: where its securityfs, store and boot id are, and what a new
+// boot id means.
+type storeFlags struct {
+	securityfs, store, bootIDFile, bootChange string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.securityfs, "securityfs", staging.DefaultDir, "IMA securityfs directory")
+	fs.StringVar(&f.store, "store", "/var/lib/imasim", "store directory (0700, owned by this user)")
+	fs.StringVar(&f.bootIDFile, "boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the running kernel's boot id")
+	fs.StringVar(&f.bootChange, "boot-change", "reboot", "what a boot id the store has not seen means: reboot (a new log) or kexec (the log continues)")
+}
+
+// resolve checks the flags: the securityfs directory, the boot id and
+// the boot kind.
+func (f *storeFlags) resolve() (*kernelDir, string, collector.BootKind, error) {
+	kind := collector.Reboot
+	switch f.bootChange {
+	case "reboot":
+	case "kexec":
+		kind = collector.Kexec
+	default:
+		return nil, "", kind, fmt.Errorf("--boot-change %q: want reboot or kexec", f.bootChange)
+	}
+	kd, err := openKernelDir(f.securityfs)
+	if err != nil {
+		return nil, "", kind, err
+	}
+	bootID, err := readBootID(f.bootIDFile)
+	return kd, bootID, kind, err
+}
+
 // readBootID reads a boot id file (/proc/sys/kernel/random/boot_id).
 func readBootID(path string) (string, error) {
 	b, err := os.ReadFile(path)
@@ -210,15 +243,13 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("collect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, collectHelp); fs.PrintDefaults() }
-	secfs := fs.String("securityfs", staging.DefaultDir, "IMA securityfs directory")
-	storeDir := fs.String("store", "/var/lib/imasim", "store directory (0700, owned by this user)")
+	var sf storeFlags
+	sf.register(fs)
 	flav := fs.String("flavour", "", "prompt or n (default: prompt when the kernel has the _staged files, else n)")
 	every := fs.Duration("every", time.Minute, "time between cycles")
 	threshold := fs.Int("threshold", 0, "also run a cycle when runtime_measurements_count reaches this (0: off)")
 	poll := fs.Duration("poll", time.Second, "how often runtime_measurements_count is read for --threshold")
 	once := fs.Bool("once", false, "run one cycle and exit")
-	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the running kernel's boot id")
-	bootChange := fs.String("boot-change", "reboot", "what a changed boot id means: reboot (a new log) or kexec (the log continues)")
 	logFormat := fs.String("log-format", "json", "log records on stderr: json or text")
 	verify := fs.Bool("verify", false, "at start, read and check every frame of the store (time in proportion to its size), not only from its checkpoint")
 	if err := fs.Parse(args); err != nil {
@@ -241,23 +272,11 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 	if *every <= 0 || *poll <= 0 || *threshold < 0 {
 		return usageErr(errors.New("--every and --poll must be positive, --threshold not negative"))
 	}
-	kind := collector.Reboot
-	switch *bootChange {
-	case "reboot":
-	case "kexec":
-		kind = collector.Kexec
-	default:
-		return usageErr(fmt.Errorf("--boot-change %q: want reboot or kexec", *bootChange))
-	}
-	kd, err := openKernelDir(*secfs)
+	kd, bootID, kind, err := sf.resolve()
 	if err != nil {
 		return usageErr(err)
 	}
 	flavour, err := kd.flavour(*flav, log)
-	if err != nil {
-		return usageErr(err)
-	}
-	bootID, err := readBootID(*bootIDFile)
 	if err != nil {
 		return usageErr(err)
 	}
@@ -270,7 +289,7 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 
 	fsys := staging.Dir(kd.path)
 	opts := collector.Options{Flavour: flavour, BootID: bootID, NewBoot: kind, Layout: kd.layout, Verify: *verify}
-	c, err := collector.Open(*storeDir, fsys, opts)
+	c, err := collector.Open(sf.store, fsys, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim collect:", err)
 		return openExitCode(err)
@@ -280,16 +299,16 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 			log.Error("closing the store", "err", err)
 		}
 	}()
-	log.Info("collector started", "securityfs", kd.path, "store", *storeDir, "flavour", flavour.String(),
+	log.Info("collector started", "securityfs", kd.path, "store", sf.store, "flavour", flavour.String(),
 		"boot_id", bootID, "committed", c.Committed(), "every", every.String(), "threshold", *threshold)
 
 	cycle := func(reason string) error {
-		id, err := readBootID(*bootIDFile)
+		id, err := readBootID(sf.bootIDFile)
 		if err != nil {
 			return err
 		}
 		if id != bootID {
-			log.Info("boot id changed", "old", bootID, "new", id, "as", *bootChange)
+			log.Info("boot id changed", "old", bootID, "new", id, "as", sf.bootChange)
 			if err := c.SwitchKernel(fsys, id, kind); err != nil {
 				return err
 			}

@@ -39,13 +39,11 @@ func runLog(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("log", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, logHelp); fs.PrintDefaults() }
-	secfs := fs.String("securityfs", staging.DefaultDir, "IMA securityfs directory")
-	storeDir := fs.String("store", "/var/lib/imasim", "store directory of 'imasim collect'")
+	var sf storeFlags
+	sf.register(fs)
 	format := fs.String("format", "binary", "binary, ascii or json")
 	bank := fs.String("bank", "sha1", "template-digest column: a bank file suffix (sha1, sha256, tpm_alg_27, ...)")
 	from := fs.Int("from", 0, "first record, numbered from boot")
-	bootIDFile := fs.String("boot-id-file", "/proc/sys/kernel/random/boot_id", "file holding the running kernel's boot id")
-	bootChange := fs.String("boot-change", "reboot", "what a boot id the store has not seen means: reboot or kexec (see 'imasim collect -h')")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -71,15 +69,7 @@ func runLog(args []string, stdout, stderr io.Writer) int {
 	default:
 		return usageErr(fmt.Errorf("--format %q: want binary, ascii or json", *format))
 	}
-	kind := collector.Reboot
-	switch *bootChange {
-	case "reboot":
-	case "kexec":
-		kind = collector.Kexec
-	default:
-		return usageErr(fmt.Errorf("--boot-change %q: want reboot or kexec", *bootChange))
-	}
-	kd, err := openKernelDir(*secfs)
+	kd, bootID, kind, err := sf.resolve()
 	if err != nil {
 		return usageErr(err)
 	}
@@ -92,11 +82,7 @@ func runLog(args []string, stdout, stderr io.Writer) int {
 	if slot < 0 {
 		return usageErr(fmt.Errorf("--bank %q: %s has no binary_runtime_measurements_%s", *bank, kd.path, *bank))
 	}
-	bootID, err := readBootID(*bootIDFile)
-	if err != nil {
-		return usageErr(err)
-	}
-	c, err := collector.Open(*storeDir, staging.Dir(kd.path), collector.Options{BootID: bootID, NewBoot: kind, Layout: kd.layout})
+	c, err := collector.Open(sf.store, staging.Dir(kd.path), collector.Options{BootID: bootID, NewBoot: kind, Layout: kd.layout})
 	if err != nil {
 		fmt.Fprintln(stderr, "imasim log:", err)
 		return openExitCode(err)
