@@ -17,6 +17,7 @@ import (
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/staging"
 	"github.com/imasim/imasim/staging/collector"
+	"github.com/imasim/imasim/staging/fusefs"
 	"github.com/imasim/imasim/tpmext"
 )
 
@@ -34,6 +35,13 @@ alike: it uses file paths only.
 
 A cycle runs at start, then every --every, and whenever
 runtime_measurements_count reaches --threshold (checked every --poll).
+--view DIR mounts (FUSE) a read-only directory with
+binary_runtime_measurements[_<alg>], ascii_runtime_measurements[_<alg>]
+and runtime_measurements_count that show the store followed by what the
+kernel still holds, byte for byte what a kernel that never staged would
+show: an agent pointed at DIR keeps working on a staging kernel. It is
+unmounted when collect stops.
+
 SIGTERM or SIGINT stops it between cycles: no writer descriptor is left
 open and nothing it staged is left in the kernel (a cycle is one
 open/stage/read/save/delete/close transaction).
@@ -251,6 +259,7 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 	poll := fs.Duration("poll", time.Second, "how often runtime_measurements_count is read for --threshold")
 	once := fs.Bool("once", false, "run one cycle and exit")
 	logFormat := fs.String("log-format", "json", "log records on stderr: json or text")
+	viewDir := fs.String("view", "", "also serve the whole log since boot, read-only, at this directory (FUSE): the list files of a kernel that never staged")
 	verify := fs.Bool("verify", false, "at start, read and check every frame of the store (time in proportion to its size), not only from its checkpoint")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -299,6 +308,20 @@ func runCollect(args []string, stdout, stderr io.Writer) int {
 			log.Error("closing the store", "err", err)
 		}
 	}()
+	if *viewDir != "" {
+		root := os.Geteuid() == 0
+		srv, err := fusefs.Mount(*viewDir, fusefs.NewLogView(c), fusefs.Options{Direct: root, AllowOther: root})
+		if err != nil {
+			fmt.Fprintln(stderr, "imasim collect: --view:", err)
+			return exitUsage
+		}
+		defer func() {
+			if err := srv.Unmount(); err != nil {
+				log.Error("unmounting the view", "dir", *viewDir, "err", err.Error())
+				lazyUnmount(*viewDir)
+			}
+		}()
+	}
 	log.Info("collector started", "securityfs", kd.path, "store", sf.store, "flavour", flavour.String(),
 		"boot_id", bootID, "committed", c.Committed(), "every", every.String(), "threshold", *threshold)
 

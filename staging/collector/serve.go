@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -83,28 +84,15 @@ const (
 // template data for slots other than SHA-1; zero for violations). It
 // returns the number of records written.
 func (c *Collector) WriteLog(w io.Writer, from int, format Format, slot int) (int, error) {
-	sha1 := c.layout.SHA1Index()
-	if slot < 0 || slot >= c.layout.NumSlots() {
-		return 0, fmt.Errorf("collector: slot %d out of range 0..%d", slot, c.layout.NumSlots()-1)
+	if err := c.checkSlot(slot); err != nil {
+		return 0, err
 	}
 	var out []byte
 	n := 0
 	err := c.eachRecord(from, func(i int, rec []byte) error {
-		if format == Binary && slot == sha1 {
-			out = append(out, rec...)
-		} else {
-			e, err := c.entry(rec)
-			if err != nil {
-				return fmt.Errorf("collector: record %d: %w", i, err)
-			}
-			if format == ASCII {
-				out, err = e.AppendASCII(out, slot, c.layout.Order())
-			} else {
-				out, err = e.AppendBinary(out, slot, c.layout.Order())
-			}
-			if err != nil {
-				return fmt.Errorf("collector: record %d: %w", i, err)
-			}
+		var err error
+		if out, err = c.appendRecord(out, i, rec, format, slot); err != nil {
+			return err
 		}
 		n++
 		if len(out) >= 1<<20 {
@@ -122,6 +110,76 @@ func (c *Collector) WriteLog(w io.Writer, from int, format Format, slot int) (in
 		return 0, err
 	}
 	return n, nil
+}
+
+// errEnough stops eachRecord early.
+var errEnough = errors.New("enough")
+
+// AppendLog appends to dst the log since boot from record from, in the
+// form WriteLog writes, stopping after the record that brings dst to
+// limit bytes or more, or at the end of the log. It returns dst and the
+// number of records appended. No kernel counterpart; it serves reads of a
+// whole-log view a buffer at a time.
+func (c *Collector) AppendLog(dst []byte, from, limit int, format Format, slot int) ([]byte, int, error) {
+	if err := c.checkSlot(slot); err != nil {
+		return dst, 0, err
+	}
+	n := 0
+	err := c.eachRecord(from, func(i int, rec []byte) error {
+		var err error
+		if dst, err = c.appendRecord(dst, i, rec, format, slot); err != nil {
+			return err
+		}
+		n++
+		if len(dst) >= limit {
+			return errEnough
+		}
+		return nil
+	})
+	if err == errEnough {
+		err = nil
+	}
+	return dst, n, err
+}
+
+// Layout returns the record layout the collector serves.
+func (c *Collector) Layout() *template.Layout { return c.layout }
+
+// Len returns the number of records of the log since boot: the store's,
+// then the kernel's.
+func (c *Collector) Len() (int, error) {
+	committed := c.Committed()
+	n := committed
+	err := c.eachRecord(committed, func(int, []byte) error { n++; return nil })
+	return n, err
+}
+
+func (c *Collector) checkSlot(slot int) error {
+	if slot < 0 || slot >= c.layout.NumSlots() {
+		return fmt.Errorf("collector: slot %d out of range 0..%d", slot, c.layout.NumSlots()-1)
+	}
+	return nil
+}
+
+// appendRecord appends record i, rec, to out as the list file of slot in
+// format shows it.
+func (c *Collector) appendRecord(out []byte, i int, rec []byte, format Format, slot int) ([]byte, error) {
+	if format == Binary && slot == c.layout.SHA1Index() {
+		return append(out, rec...), nil
+	}
+	e, err := c.entry(rec)
+	if err != nil {
+		return out, fmt.Errorf("collector: record %d: %w", i, err)
+	}
+	if format == ASCII {
+		out, err = e.AppendASCII(out, slot, c.layout.Order())
+	} else {
+		out, err = e.AppendBinary(out, slot, c.layout.Order())
+	}
+	if err != nil {
+		return out, fmt.Errorf("collector: record %d: %w", i, err)
+	}
+	return out, nil
 }
 
 // entry decodes a stored record and recomputes its digests for every slot

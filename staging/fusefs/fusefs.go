@@ -491,8 +491,9 @@ type Options struct {
 	Debug bool
 }
 
-// Mount mounts f at dir and serves it in the background until Unmount.
-func Mount(dir string, f *FS, opts Options) (*fuse.Server, error) {
+// Mount mounts f (an FS or a LogView) at dir and serves it in the
+// background until Unmount.
+func Mount(dir string, f fuse.RawFileSystem, opts Options) (*fuse.Server, error) {
 	srv, err := fuse.NewServer(f, dir, &fuse.MountOptions{
 		AllowOther:         opts.AllowOther,
 		FsName:             "imasim",
