@@ -128,12 +128,7 @@ func (v *LogView) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 	for i, f := range v.files {
 		entries = append(entries, fuse.DirEntry{Name: f.name, Mode: syscall.S_IFREG, Ino: uint64(i) + 2})
 	}
-	for i := int(in.Offset); i < len(entries); i++ {
-		entries[i].Off = uint64(i + 1)
-		if !out.AddDirEntry(entries[i]) {
-			break
-		}
-	}
+	listDir(out, in.Offset, entries)
 	return fuse.OK
 }
 
