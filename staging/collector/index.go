@@ -39,7 +39,16 @@ type indexBuilder struct {
 	tmp *os.File      // INDEX.new, from the first entry that differs
 	w   *bufio.Writer
 	n   int64 // entries checked or written
+	// backlog holds the entries found after the end of INDEX, appended
+	// to it in place when there are many and at install otherwise; a
+	// write that fails then (a full disk) leaves them to the store's
+	// idxBacklog, so that recovery needs no free space.
+	backlog   []loc
+	appending bool
 }
+
+// maxBacklog bounds the entries recovery keeps in memory before writing.
+const maxBacklog = 1 << 16
 
 const indexNewName = indexName + ".new"
 
@@ -58,14 +67,28 @@ func (s *store) newIndexBuilder() (*indexBuilder, error) {
 func (b *indexBuilder) add(l loc) error {
 	var e [indexEntry]byte
 	encodeLoc(e[:], l)
-	if b.tmp == nil {
+	if b.tmp == nil && !b.appending {
+		mismatch := false
 		if b.old != nil {
 			var got [indexEntry]byte
-			if _, err := io.ReadFull(b.r, got[:]); err == nil && got == e {
+			_, err := io.ReadFull(b.r, got[:])
+			if err == nil && got == e {
 				b.n++
 				return nil
 			}
+			mismatch = err == nil
 		}
+		b.appending = !mismatch
+	}
+	if b.appending {
+		b.backlog = append(b.backlog, l)
+		b.n++
+		if len(b.backlog) >= maxBacklog {
+			return b.writeBacklog()
+		}
+		return nil
+	}
+	if b.tmp == nil {
 		tmp, err := b.s.openFile(indexNewName, os.O_RDWR|os.O_CREATE|os.O_TRUNC)
 		if err != nil {
 			return err
@@ -81,6 +104,26 @@ func (b *indexBuilder) add(l loc) error {
 	b.n++
 	_, err := b.w.Write(e[:])
 	return err
+}
+
+// writeBacklog appends the backlog to INDEX in place.
+func (b *indexBuilder) writeBacklog() error {
+	if b.old == nil {
+		f, err := b.s.openFile(indexName, os.O_RDWR|os.O_CREATE)
+		if err != nil {
+			return err
+		}
+		b.old = f
+	}
+	buf := make([]byte, len(b.backlog)*indexEntry)
+	for i, l := range b.backlog {
+		encodeLoc(buf[i*indexEntry:], l)
+	}
+	if _, err := b.old.WriteAt(buf, (b.n-int64(len(b.backlog)))*indexEntry); err != nil {
+		return err
+	}
+	b.backlog = nil
+	return nil
 }
 
 // flush writes what add buffered.
@@ -102,20 +145,23 @@ func (s *store) installIndex(b *indexBuilder) error {
 			b.old.Close()
 		}
 		s.idx = b.tmp
-	case b.old != nil:
+	default:
+		if b.old == nil {
+			f, err := s.openFile(indexName, os.O_RDWR|os.O_CREATE)
+			if err != nil {
+				return err
+			}
+			b.old = f
+		}
 		// Entries of commits the manifest does not cover are cut.
-		if err := b.old.Truncate(b.n * indexEntry); err != nil {
+		if err := b.old.Truncate((b.n - int64(len(b.backlog))) * indexEntry); err != nil {
 			return err
 		}
 		s.idx = b.old
-	default:
-		f, err := s.openFile(indexName, os.O_RDWR|os.O_CREATE|os.O_EXCL)
-		if err != nil {
-			return err
-		}
-		s.idx = f
+		s.idxBacklog = b.backlog
+		s.flushIndex() // a failure (a full disk) is retried later
 	}
-	b.old, b.tmp = nil, nil
+	b.old, b.tmp, b.backlog = nil, nil, nil
 	return nil
 }
 
