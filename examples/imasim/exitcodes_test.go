@@ -98,6 +98,13 @@ func TestExitCodes(t *testing.T) {
 		{args: []string{"ctl", dir}, want: 2, usage: true},
 		{args: []string{"ctl", dir, "frobnicate"}, want: 2, usage: true},
 		{args: []string{"ctl", dir, "status"}, want: 2, usage: true}, // no live mount
+
+		{args: []string{"collect", "extra"}, want: 2, usage: true},
+		{args: []string{"collect", "--bogus"}, want: 2, usage: true},
+		{args: []string{"collect", "--once", "--securityfs", dir, "--store", filepath.Join(dir, "st")}, want: 2, usage: true}, // no IMA files
+		{args: []string{"log", "--from", "-1"}, want: 2, usage: true},
+		{args: []string{"log", "--format", "xml"}, want: 2, usage: true},
+		{args: []string{"log", "--securityfs", dir, "--store", filepath.Join(dir, "st")}, want: 2, usage: true}, // no IMA files
 	}
 	tested := map[string]bool{}
 	for _, c := range cases {

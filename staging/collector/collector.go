@@ -107,6 +107,11 @@ type Options struct {
 	// attempt up to one second. Zero values mean 50 attempts from 1 ms.
 	Retries int
 	Backoff time.Duration
+	// Verify makes Open read and check every frame of the store, as
+	// before the store had checkpoints: damage anywhere is then reported
+	// by Open (a CorruptError) rather than when the damaged record is
+	// served. Opening then costs time in proportion to the store.
+	Verify bool
 	// Hook, if set, runs at each step of a cycle; an error stops the
 	// cycle there, as if the process had died, with no cleanup. For
 	// crash tests.
@@ -168,7 +173,7 @@ func Open(dir string, fsys staging.FS, opts Options) (*Collector, error) {
 			return nil, err
 		}
 	}
-	st, err := openStore(dir)
+	st, err := openStore(dir, opts.Verify)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +242,7 @@ func (c *Collector) checkTail(bootID string, kind BootKind) error {
 			return err
 		}
 		if !recordsEqual(head, st.tail) {
-			return fmt.Errorf("%w: %d records (store %s, after record %d)", ErrTailNotInKernel, len(st.tail), st.dir, len(st.log.records))
+			return fmt.Errorf("%w: %d records (store %s, after record %d)", ErrTailNotInKernel, len(st.tail), st.dir, st.log.committed)
 		}
 	}
 	return st.finishRecovery()
@@ -369,7 +374,10 @@ func (c *Collector) decideByPCRs(p [][]byte) (commit bool, err error) {
 			last = "records kept arriving"
 			continue
 		}
-		store := c.st.log.records
+		store, err := c.st.committedRecords()
+		if err != nil {
+			return false, err
+		}
 		dN, dLen, err := c.replayedBy(t, store, p, head)
 		if err != nil {
 			return false, err
@@ -550,7 +558,11 @@ func (c *Collector) wholeBatchReplays(p [][]byte) (bool, error) {
 			time.Sleep(time.Millisecond << min(attempt, 9))
 			continue
 		}
-		n, total, err := c.replayedBy(t, c.st.log.records, p, head)
+		store, err := c.st.committedRecords()
+		if err != nil {
+			return false, err
+		}
+		n, total, err := c.replayedBy(t, store, p, head)
 		return err == nil && n >= total-1, err
 	}
 	return false, nil
@@ -739,7 +751,7 @@ func (c *Collector) cycleN() (res Result, err error) {
 	}
 	n := len(records)
 	if cover != nil {
-		if n, err = cover(len(c.st.log.records), records); err != nil {
+		if n, err = cover(c.st.log.committed, records); err != nil {
 			return res, err
 		}
 		if n < 0 || n > len(records) {
@@ -798,7 +810,11 @@ func (c *Collector) takeStaged() (res Result, err error) {
 // store.
 func (c *Collector) quoteCover(target eventlog.Target) func(int, [][]byte) (int, error) {
 	return func(committed int, records [][]byte) (int, error) {
-		log := bytes.Join(append(append([][]byte(nil), c.st.log.records...), records...), nil)
+		store, err := c.st.committedRecords()
+		if err != nil {
+			return 0, err
+		}
+		log := bytes.Join(append(store, records...), nil)
 		el, err := eventlog.ParseEventLog(log, eventlog.Options{Order: c.layout.Order()})
 		if err != nil {
 			return 0, err

@@ -85,7 +85,11 @@ func (d *damagedStore) snapshot(t *testing.T) map[string][]byte {
 func (d *damagedStore) openCorrupt(t *testing.T, seg string, off int64, record int) {
 	t.Helper()
 	before := d.snapshot(t)
-	c, err := Open(d.dir, d.r.fs(), d.r.options(Prompt))
+	// Verify: a damaged frame before the checkpoint is otherwise found
+	// when it is served (TestCorruptFoundWhenServed).
+	opts := d.r.options(Prompt)
+	opts.Verify = true
+	c, err := Open(d.dir, d.r.fs(), opts)
 	if err == nil {
 		recs, _ := c.Records(0)
 		committed := c.Committed()
@@ -96,7 +100,7 @@ func (d *damagedStore) openCorrupt(t *testing.T, seg string, off int64, record i
 	t.Logf("%v", ce)
 	require.Equal(t, before, d.snapshot(t), "a failed Open changed the store")
 	// The lock was released: the operator can look at the store.
-	c, err = Open(d.dir, d.r.fs(), d.r.options(Prompt))
+	c, err = Open(d.dir, d.r.fs(), opts)
 	require.Nil(t, c)
 	require.ErrorAs(t, err, &ce)
 }

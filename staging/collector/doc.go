@@ -56,8 +56,17 @@
 // delete anything; the staged records wait in the kernel for the next
 // cycle.
 //
-// Recovery reads everything up to the manifest's durable end and cuts
-// what lies after it: records never sealed, or sealed but never covered by
+// Committed records are not kept in memory: INDEX, a file derived from
+// the segments, gives the location of each, so serving from record N
+// reads only what it returns. CHECKPOINT, also derived, says where the
+// last resolved batch ends; recovery resumes there instead of reading
+// every segment, so opening a store of any size costs the same (both are
+// checked, and rebuilt or ignored when they do not fit the manifest and
+// the segments; the manifest stays the source of truth; see
+// checkpoint.go and index.go).
+//
+// Recovery reads up to the manifest's durable end and cuts what lies
+// after it: records never sealed, or sealed but never covered by
 // the manifest (the kernel was never asked to delete them), or a commit
 // that was not yet durable (the batch is decided again from the kernel).
 // Before it cuts records, Open checks that the kernel still holds them at
@@ -66,7 +75,10 @@
 // Anything missing before the durable end (a segment cut short, removed,
 // or with a bad frame; a record count that differs from the manifest's) is
 // a CorruptError naming the segment, offset and record number: committed
-// records never vanish silently. A store without a manifest (format 1) or
+// records never vanish silently. Recovery from the checkpoint checks the
+// segment links and the last indexed record; a bad frame before the
+// checkpoint is reported when it is served, or by Open with
+// Options.Verify, which reads every frame. A store without a manifest (format 1) or
 // of another version is refused.
 //
 // Answers that say the kernel kept the records (ESTALE; EINVAL and ENOENT

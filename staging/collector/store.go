@@ -45,6 +45,15 @@ import (
 //	            of the previous segment when this one was started, so
 //	            that a truncated or missing segment is detected
 //
+// INDEX lists where every committed record of every log is, in order: per
+// record, u32 segment number and u64 offset of its frame (little-endian,
+// indexEntry bytes). Record i of the newest log is entry base+i, where
+// base counts the committed records of the older logs; serving from record
+// N reads only its entries and frames. INDEX is derived: it is written
+// after the manifest, never fsynced, checked against the segments by every
+// recovery and rewritten from the first entry that differs. The manifest
+// stays the source of truth.
+//
 // MANIFEST makes the end of the store verifiable. It holds two slots of
 // manifestSlot bytes, written in turn (sequence number modulo 2) and
 // fsynced, so that a torn write leaves the other slot whole:
@@ -85,6 +94,8 @@ const (
 	segmentLimit    = 64 << 20 // a new segment starts past this size
 	linkFrameSize   = frameHeader + 8
 	manifestName    = "MANIFEST"
+	indexName       = "INDEX"
+	indexEntry      = 12
 	manifestSlot    = 64
 	manifestMagic   = "IMASIMMF"
 	// formatVersion is the store format. Version 1 had no manifest (and
@@ -125,16 +136,31 @@ const (
 // logState is what recovery learns about the newest log in the store.
 type logState struct {
 	bootIDs []string // boot ids of the log's kernels, oldest first
-	// records are the committed records of the log, in order. Kept in
-	// memory: they are what the collector serves.
-	records [][]byte
+	// committed is the number of committed records of the log. They stay
+	// on disk: INDEX gives the location of each (see indexName).
+	committed int
+	// base is the INDEX position of the log's first record: the committed
+	// records of the older logs.
+	base int64
 	// pending holds the records of a sealed batch awaiting its kernel's
-	// answer, and pendingFlavour how it was taken; unsealed the records
-	// written after the last seal.
+	// answer, pendingLoc where they are, and pendingFlavour how it was
+	// taken; unsealed and unsealedLoc the records written after the last
+	// seal.
 	pending        [][]byte
+	pendingLoc     []loc
 	pendingFlavour Flavour
 	state          batchState
 	unsealed       [][]byte
+	unsealedLoc    []loc
+	// newlyCommitted holds the locations of the records the last applied
+	// frame committed, for the caller to add to INDEX.
+	newlyCommitted []loc
+}
+
+// loc is where a frame starts: its segment and offset.
+type loc struct {
+	seg int
+	off int64
 }
 
 // manifest is one slot of MANIFEST.
@@ -184,10 +210,17 @@ type store struct {
 	dir  string
 	dirf *os.File // the store directory, flocked while open
 	manf *os.File // MANIFEST
-	man  manifest // the manifest last written
-	seg  *os.File // the segment being appended to
-	segN int
-	size int64
+	idx  *os.File // INDEX
+	// ib, from recovery to finishRecovery, holds INDEX as the segments
+	// say it should be.
+	ib *indexBuilder
+	// idxBacklog holds the entries of the last committed records that
+	// INDEX does not have yet (its write failed: a full disk).
+	idxBacklog []loc
+	man        manifest // the manifest last written
+	seg        *os.File // the segment being appended to
+	segN       int
+	size       int64
 	// durable is the size of the current segment at its last durable
 	// point: what a crash or power loss leaves, and what the manifest
 	// says.
@@ -219,7 +252,7 @@ type store struct {
 // under a running collector. A directory owned by another user, or
 // writable by its group or by others, is refused: whoever can write it can
 // swap segments under the collector.
-func openStore(dir string) (*store, error) {
+func openStore(dir string, verify bool) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -258,7 +291,7 @@ func openStore(dir string) (*store, error) {
 		}
 	}
 	s := &store{dir: dir, dirf: dirf}
-	if err := s.recover(); err != nil {
+	if err := s.recover(verify); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -277,6 +310,14 @@ func (s *store) close() error {
 	if s.manf != nil {
 		s.manf.Close()
 		s.manf = nil
+	}
+	if s.idx != nil {
+		s.idx.Close()
+		s.idx = nil
+	}
+	if s.ib != nil {
+		s.ib.discard()
+		s.ib = nil
 	}
 	if s.dirf != nil {
 		s.dirf.Close() // releases the flock
@@ -351,7 +392,7 @@ func (s *store) readManifest() error {
 // writeManifest records the current durable end: the current segment's
 // size and the log's counts, in the slot the sequence number selects.
 func (s *store) writeManifest(st *logState) error {
-	m := manifest{seq: s.man.seq + 1, seg: s.segN, offset: s.size, records: uint64(len(st.records)), haveSlot: true}
+	m := manifest{seq: s.man.seq + 1, seg: s.segN, offset: s.size, records: uint64(st.committed), haveSlot: true}
 	if st.state == batchPending {
 		m.pending = uint64(len(st.pending))
 	}
@@ -383,7 +424,12 @@ func (s *store) create() error {
 // recover checks the store against its manifest, rebuilds the newest
 // log's state, cuts what lies after the durable end, and opens the
 // durable end's segment for appending.
-func (s *store) recover() error {
+//
+// Unless verify is set, a checkpoint (see checkpointName) lets it start
+// at the end of the last resolved batch instead of the first segment:
+// opening then costs the same for any size of store, and a damaged frame
+// before the checkpoint is found when it is served instead.
+func (s *store) recover(verify bool) error {
 	ns, haveManifest, err := s.segments()
 	if err != nil {
 		return err
@@ -395,16 +441,89 @@ func (s *store) recover() error {
 		if err := s.create(); err != nil {
 			return err
 		}
+		if s.idx, err = s.openFile(indexName, os.O_RDWR|os.O_CREATE|os.O_TRUNC); err != nil {
+			return err
+		}
 		return s.openSegment(1)
 	}
 	if err := s.readManifest(); err != nil {
 		return err
 	}
+	ib, err := s.newIndexBuilder()
+	if err != nil {
+		return err
+	}
+	s.ib = ib
 	end, last := s.man, 0
 	if len(ns) > 0 {
 		last = ns[len(ns)-1]
 	}
 	var st logState
+	start := loc{seg: 1}
+	if !verify {
+		if cp, ok := s.usableCheckpoint(end, ib); ok {
+			st = logState{bootIDs: cp.bootIDs, base: cp.base, committed: cp.committed}
+			start = cp.at
+			ib.skipTo(cp.base + int64(cp.committed))
+		}
+	}
+	err = s.scan(ns, end, &st, ib, start)
+	if err == nil && start != (loc{seg: 1}) {
+		err = st.matches(end)
+	}
+	if err != nil && start != (loc{seg: 1}) {
+		// The checkpoint led nowhere: the whole scan says why.
+		ib.discard()
+		if ib, err = s.newIndexBuilder(); err != nil {
+			return err
+		}
+		s.ib, st = ib, logState{}
+		err = s.scan(ns, end, &st, ib, loc{seg: 1})
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case last < end.seg && !(end.seg == 1 && end.offset == 0):
+		return &CorruptError{Segment: segName(end.seg), Record: st.committed,
+			Reason: fmt.Sprintf("segment missing: the manifest says %d bytes of it are durable", end.offset)}
+	case last > end.seg+1:
+		return &CorruptError{Segment: segName(end.seg + 2), Record: st.committed,
+			Reason: fmt.Sprintf("segment is newer than the manifest (whose durable end is in %s)", segName(end.seg))}
+	case last == end.seg+1:
+		// A crash while a segment was being started, before the
+		// manifest moved to it: it holds at most its link.
+		if size := s.fileSize(last); size > linkFrameSize {
+			return &CorruptError{Segment: segName(last), Record: st.committed,
+				Reason: fmt.Sprintf("segment of %d bytes is newer than the manifest (whose durable end is in %s)", size, segName(end.seg))}
+		}
+	}
+	if err := st.matches(end); err != nil {
+		return err
+	}
+	s.log = st
+	s.recovering, s.newerSegment = true, last == end.seg+1
+	if last >= end.seg {
+		s.tail, err = s.tailRecords(end)
+	}
+	return err
+}
+
+// matches checks the state found at the durable end against the manifest.
+func (st *logState) matches(end manifest) error {
+	if uint64(st.committed) != end.records || st.state == batchPending != (end.pending > 0) ||
+		st.state == batchPending && uint64(len(st.pending)) != end.pending || len(st.unsealed) > 0 {
+		return &CorruptError{Segment: segName(end.seg), Offset: end.offset, Record: st.committed,
+			Reason: fmt.Sprintf("the segments hold %d committed records, %d pending and %d unsealed at the durable end; the manifest says %d committed and %d pending",
+				st.committed, len(st.pending), len(st.unsealed), end.records, end.pending)}
+	}
+	return nil
+}
+
+// scan applies the frames from start to the durable end to st, checking
+// each segment's link to the previous one, and checks or rebuilds INDEX
+// with ib.
+func (s *store) scan(ns []int, end manifest, st *logState, ib *indexBuilder, start loc) error {
 	prev := int64(-1) // the previous segment's size
 	for i, n := range ns {
 		if n != i+1 {
@@ -414,39 +533,21 @@ func (s *store) recover() error {
 		if n > end.seg {
 			break
 		}
-		size, err := s.scanSegment(n, prev, &st, end)
+		if n < start.seg {
+			prev = s.fileSize(n)
+			continue
+		}
+		from := int64(0)
+		if n == start.seg {
+			from = start.off
+		}
+		size, err := s.scanSegment(n, prev, from, st, end, ib)
 		if err != nil {
 			return err
 		}
 		prev = size
 	}
-	switch {
-	case last < end.seg && !(end.seg == 1 && end.offset == 0):
-		return &CorruptError{Segment: segName(end.seg), Record: len(st.records),
-			Reason: fmt.Sprintf("segment missing: the manifest says %d bytes of it are durable", end.offset)}
-	case last > end.seg+1:
-		return &CorruptError{Segment: segName(end.seg + 2), Record: len(st.records),
-			Reason: fmt.Sprintf("segment is newer than the manifest (whose durable end is in %s)", segName(end.seg))}
-	case last == end.seg+1:
-		// A crash while a segment was being started, before the
-		// manifest moved to it: it holds at most its link.
-		if size := s.fileSize(last); size > linkFrameSize {
-			return &CorruptError{Segment: segName(last), Record: len(st.records),
-				Reason: fmt.Sprintf("segment of %d bytes is newer than the manifest (whose durable end is in %s)", size, segName(end.seg))}
-		}
-	}
-	if uint64(len(st.records)) != end.records || st.state == batchPending != (end.pending > 0) ||
-		st.state == batchPending && uint64(len(st.pending)) != end.pending || len(st.unsealed) > 0 {
-		return &CorruptError{Segment: segName(end.seg), Offset: end.offset, Record: len(st.records),
-			Reason: fmt.Sprintf("the segments hold %d committed records, %d pending and %d unsealed at the durable end; the manifest says %d committed and %d pending",
-				len(st.records), len(st.pending), len(st.unsealed), end.records, end.pending)}
-	}
-	s.log = st
-	s.recovering, s.newerSegment = true, last == end.seg+1
-	if last >= end.seg {
-		s.tail, err = s.tailRecords(end)
-	}
-	return err
+	return ib.flush()
 }
 
 // tailRecords returns the records of the whole frames that follow the
@@ -488,6 +589,10 @@ func (s *store) finishRecovery() error {
 		return nil
 	}
 	s.recovering = false
+	if err := s.installIndex(s.ib); err != nil {
+		return err
+	}
+	s.ib = nil
 	end := s.man
 	if s.newerSegment {
 		// A crash while a segment was being started, before the
@@ -507,8 +612,11 @@ func (s *store) finishRecovery() error {
 		return err
 	}
 	if s.newerSegment {
-		return s.openSegment(end.seg + 1)
+		if err := s.openSegment(end.seg + 1); err != nil {
+			return err
+		}
 	}
+	s.checkpoint()
 	return nil
 }
 
@@ -540,7 +648,7 @@ func (s *store) truncateFile(n int, size int64) error {
 // scanSegment applies the frames of segment n to st; prev is the previous
 // segment's size (-1 for the first). The segment of the durable end is
 // read up to it only, and must reach it. It returns the segment's size.
-func (s *store) scanSegment(n int, prev int64, st *logState, end manifest) (size int64, err error) {
+func (s *store) scanSegment(n int, prev, from int64, st *logState, end manifest, ib *indexBuilder) (size int64, err error) {
 	name := segName(n)
 	f, err := s.openFile(name, os.O_RDONLY)
 	if err != nil {
@@ -556,8 +664,8 @@ func (s *store) scanSegment(n int, prev int64, st *logState, end manifest) (size
 	if n == end.seg {
 		stop = end.offset
 	}
-	r := bufio.NewReaderSize(f, 1<<16)
-	var off int64
+	r := bufio.NewReaderSize(io.NewSectionReader(f, from, size-from), 1<<16)
+	off := from
 	var hdr [frameHeader]byte
 	corrupt := func(reason string) error {
 		return &CorruptError{Segment: name, Offset: off, Record: st.next(), Reason: reason}
@@ -565,7 +673,7 @@ func (s *store) scanSegment(n int, prev int64, st *logState, end manifest) (size
 	for off < stop {
 		if size-off < frameHeader {
 			if off == size {
-				return size, &CorruptError{Segment: name, Offset: off, Record: len(st.records),
+				return size, &CorruptError{Segment: name, Offset: off, Record: st.committed,
 					Reason: fmt.Sprintf("segment ends at %d bytes; the manifest says %d are durable", size, end.offset)}
 			}
 			return size, corrupt("truncated frame header")
@@ -604,9 +712,15 @@ func (s *store) scanSegment(n int, prev int64, st *logState, end manifest) (size
 			}
 		} else if typ == frameLink {
 			return size, corrupt("segment link inside a segment")
-		} else if err := st.apply(typ, payload); err != nil {
+		} else if err := st.apply(typ, payload, loc{n, off}); err != nil {
 			return size, corrupt(err.Error())
 		}
+		for _, l := range st.newlyCommitted {
+			if err := ib.add(l); err != nil {
+				return size, err
+			}
+		}
+		st.newlyCommitted = nil
 		off += frameHeader + length
 	}
 	return size, nil
@@ -614,16 +728,16 @@ func (s *store) scanSegment(n int, prev int64, st *logState, end manifest) (size
 
 // next is the number, in its log, of the next record frame: the first
 // record a damaged frame makes untrustworthy.
-func (st *logState) next() int { return len(st.records) + len(st.unsealed) }
+func (st *logState) next() int { return st.committed + len(st.unsealed) }
 
-// apply updates the log state with one frame.
-func (st *logState) apply(typ byte, payload []byte) error {
+// apply updates the log state with one frame, found at at.
+func (st *logState) apply(typ byte, payload []byte, at loc) error {
 	switch typ {
 	case frameLog:
 		if len(st.unsealed) > 0 || st.state == batchPending {
 			return errors.New("a new log starts inside a batch")
 		}
-		*st = logState{bootIDs: []string{string(payload)}}
+		*st = logState{bootIDs: []string{string(payload)}, base: st.base + int64(st.committed)}
 	case frameKernel:
 		if len(st.unsealed) > 0 || st.state == batchPending {
 			return errors.New("a new kernel starts inside a batch")
@@ -637,6 +751,7 @@ func (st *logState) apply(typ byte, payload []byte) error {
 			return errors.New("record after an unresolved batch")
 		}
 		st.unsealed = append(st.unsealed, payload)
+		st.unsealedLoc = append(st.unsealedLoc, at)
 	case frameSeal:
 		if len(payload) != 9 || binary.LittleEndian.Uint64(payload) != uint64(len(st.unsealed)) {
 			return fmt.Errorf("seal does not match the %d records before it", len(st.unsealed))
@@ -648,15 +763,17 @@ func (st *logState) apply(typ byte, payload []byte) error {
 			return errors.New("seal after an unresolved batch")
 		}
 		st.pending, st.unsealed, st.state = st.unsealed, nil, batchPending
+		st.pendingLoc, st.unsealedLoc = st.unsealedLoc, nil
 		st.pendingFlavour = Flavour(payload[8])
 	case frameCommit, frameAbort:
 		if st.state != batchPending {
 			return errors.New("commit or abort without a sealed batch")
 		}
 		if typ == frameCommit {
-			st.records = append(st.records, st.pending...)
+			st.committed += len(st.pending)
+			st.newlyCommitted = st.pendingLoc
 		}
-		st.pending, st.state = nil, batchNone
+		st.pending, st.pendingLoc, st.state = nil, nil, batchNone
 	default:
 		return fmt.Errorf("unknown frame type %d", typ)
 	}
@@ -771,16 +888,15 @@ func (s *store) appendFrames(beforeSync func() error, frames ...frame) error {
 		}
 	}
 	b := s.buf[:0]
-	for _, f := range frames {
-		b = appendFrame(b, f)
-	}
-	s.buf = b
 	next := s.log // applied to a copy: s.log changes only once durable
 	for _, f := range frames {
-		if err := next.apply(f.typ, f.payload); err != nil {
+		at := loc{s.segN, s.size + int64(len(b))}
+		b = appendFrame(b, f)
+		if err := next.apply(f.typ, f.payload, at); err != nil {
 			return fmt.Errorf("collector: internal: %w", err)
 		}
 	}
+	s.buf = b
 	start := s.size
 	err := s.write(b)
 	if err == nil && beforeSync != nil {
@@ -806,8 +922,12 @@ func (s *store) appendFrames(beforeSync func() error, frames ...frame) error {
 		s.failed = fmt.Errorf("collector: store %s: writing %s failed (%v); reopen the store", s.dir, manifestName, err)
 		return err
 	}
+	s.idxBacklog = append(s.idxBacklog, next.newlyCommitted...)
+	next.newlyCommitted = nil
 	s.log = next
+	s.flushIndex() // a failure (a full disk) is retried later
 	s.durable = s.size
+	s.checkpoint()
 	return nil
 }
 
@@ -860,5 +980,5 @@ func (s *store) currentBoot() string {
 
 // String describes the store for logs.
 func (s *store) String() string {
-	return fmt.Sprintf("store %s: %d records, boots %s", s.dir, len(s.log.records), strings.Join(s.log.bootIDs, ","))
+	return fmt.Sprintf("store %s: %d records, boots %s", s.dir, s.log.committed, strings.Join(s.log.bootIDs, ","))
 }

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 		killChild(spec) // never returns
 	}
 	if dir := os.Getenv(lockHelperEnv); dir != "" {
-		s, err := openStore(dir)
+		s, err := openStore(dir, false)
 		if err != nil {
 			fmt.Println("error:", err)
 			os.Exit(1)
@@ -146,7 +146,7 @@ func TestPermissions(t *testing.T) {
 				require.Equal(t, fs.ModeDir|0o700, fi.Mode(), "store directory")
 				ents, err := os.ReadDir(dir)
 				require.NoError(t, err)
-				require.Len(t, ents, 3) // LOCK and two segments
+				require.Len(t, ents, 5) // MANIFEST, INDEX, CHECKPOINT and two segments
 				for _, e := range ents {
 					fi, err := e.Info()
 					require.NoError(t, err)

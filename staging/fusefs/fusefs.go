@@ -249,13 +249,18 @@ func (f *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntry
 		entries = append(entries, fuse.DirEntry{Name: e.Name, Mode: mode, Ino: f.ids[e.Name]})
 	}
 	f.mu.Unlock()
-	for i := int(in.Offset); i < len(entries); i++ {
+	listDir(out, in.Offset, entries)
+	return fuse.OK
+}
+
+// listDir adds the entries from offset on to out, as many as fit.
+func listDir(out *fuse.DirEntryList, offset uint64, entries []fuse.DirEntry) {
+	for i := int(offset); i < len(entries); i++ {
 		entries[i].Off = uint64(i + 1)
 		if !out.AddDirEntry(entries[i]) {
 			break
 		}
 	}
-	return fuse.OK
 }
 
 // ReleaseDir closes the directory.
@@ -491,8 +496,9 @@ type Options struct {
 	Debug bool
 }
 
-// Mount mounts f at dir and serves it in the background until Unmount.
-func Mount(dir string, f *FS, opts Options) (*fuse.Server, error) {
+// Mount mounts f (an FS or a LogView) at dir and serves it in the
+// background until Unmount.
+func Mount(dir string, f fuse.RawFileSystem, opts Options) (*fuse.Server, error) {
 	srv, err := fuse.NewServer(f, dir, &fuse.MountOptions{
 		AllowOther:         opts.AllowOther,
 		FsName:             "imasim",
