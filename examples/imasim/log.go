@@ -128,12 +128,7 @@ func writeLogJSON(w io.Writer, c *collector.Collector, from, slot int, opts even
 			return err
 		}
 		r.Index += from
-		buf = buf[:0]
-		if n > 0 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, '\n')
-		if buf, err = appendJSON(buf, r, e, opts.Order); err != nil {
+		if buf, err = appendJSON(buf[:0], n, r, e, opts.Order); err != nil {
 			return fmt.Errorf("record %d at offset %d: %w", r.Index, r.Offset, err)
 		}
 		if _, err := w.Write(buf); err != nil {

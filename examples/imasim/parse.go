@@ -111,11 +111,7 @@ func runParse(args []string, stdout, stderr io.Writer) int {
 		case "binary":
 			buf, err = e.AppendBinary(buf, 0, order)
 		case "json":
-			if n > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, '\n')
-			buf, err = appendJSON(buf, r, e, order)
+			buf, err = appendJSON(buf, n, r, e, order)
 		}
 		if err != nil {
 			return fail(fmt.Errorf("record %d at offset %d: %w", r.Index, r.Offset, err))
@@ -149,7 +145,13 @@ type jsonField struct {
 	Value string `json:"value"`
 }
 
-func appendJSON(dst []byte, r *eventlog.Record, e *template.Entry, order template.Order) ([]byte, error) {
+// appendJSON appends record n of a JSON array, one record a line: the
+// separator (none before the first), a newline and the object.
+func appendJSON(dst []byte, n int, r *eventlog.Record, e *template.Entry, order template.Order) ([]byte, error) {
+	if n > 0 {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, '\n')
 	jr := jsonRecord{
 		Index:          r.Index,
 		Offset:         r.Offset,
