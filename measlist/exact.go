@@ -133,7 +133,8 @@ func freerName(b uint8) string {
 }
 
 // yield is a preemption point: where the C can be interrupted between the
-// statements that matter. It calls Hooks.Yield, if set.
+// statements that matter. It calls Hooks.Yield, if set. No kernel
+// counterpart; it exists so that tests can force interleavings.
 func (q *Queue) yield(point string) {
 	if q.hooks != nil && q.hooks.Yield != nil {
 		q.hooks.Yield(point)
@@ -144,6 +145,10 @@ func (q *Queue) yield(point string) {
 // unlockWriter drops it. Under a scheduler (Hooks.Yield) it waits by
 // yielding, so that a controlled interleaving never blocks inside the Go
 // runtime.
+//
+// No kernel counterpart: the v7 code relies on ima_fs.c's per-task
+// one-writer rule instead; this mutex is the model's default and the fix
+// Locking.SerializeRequests proposes.
 func (q *Queue) lockWriter() {
 	if !q.cfg.Locking.serialize() {
 		return
@@ -165,6 +170,10 @@ func (q *Queue) unlockWriter() {
 
 // synchronize waits for a grace period where the locking has one, yielding
 // while it waits under a scheduler.
+//
+// Mirrors kernel/rcu/tree.c:synchronize_rcu() before the frees of
+// security/integrity/ima/ima_queue.c:ima_queue_delete(), which the v7 code
+// does not call there ([PATCH v7 09/12]); the model's default does.
 func (q *Queue) synchronize() {
 	if !q.cfg.Locking.gracePeriod() {
 		return
@@ -174,7 +183,8 @@ func (q *Queue) synchronize() {
 
 // onList reports whether qe is on list l now. O(length of l): used only in
 // kernel-exact mode, where the kernel would not check at all, to find out
-// what the C's pointers would do.
+// what the C's pointers would do. No kernel counterpart (CONFIG_DEBUG_LIST
+// checks neighbours, not membership).
 func (l *list) onList(qe *qentry) bool {
 	for x := l.head.Load(); x != nil; x = x.next.Load() {
 		if x == qe {
