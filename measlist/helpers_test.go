@@ -3,6 +3,7 @@ package measlist
 import (
 	"bytes"
 	"fmt"
+	"github.com/imasim/imasim/measlist/measlisttest"
 	"testing"
 
 	"github.com/imasim/imasim/ima/template"
@@ -206,23 +207,12 @@ func extendDigest(e *template.Entry, alg tpmext.Algorithm) []byte {
 }
 
 // state is everything the queue lets a caller observe, for "nothing
-// changed" checks.
-type state struct {
-	Current, Staged []*template.Entry
-	Counts          [3]int64
-	Sizes           [3]uint64
-	Violations      int64
-	Generation      uint64
-	HtableLen       int
-	Suspended       bool
-	TPMErrors       int64
-	PCRs            tpmext.PCRValues
-}
-
-func (f *fixture) state() state {
+// changed" checks, in the reference model's shape (its kernel-memory
+// figures left zero).
+func (f *fixture) state() measlisttest.Snapshot {
 	f.t.Helper()
 	q := f.q
-	s := state{
+	s := measlisttest.Snapshot{
 		Current:    q.Entries(Current),
 		Staged:     q.Entries(Staged),
 		Counts:     [3]int64{q.NumRecords(Binary), q.NumRecords(BinaryStaged), q.NumRecords(BinaryFull)},

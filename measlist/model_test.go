@@ -1,7 +1,7 @@
 package measlist
 
 // The model-based property test: random operation sequences applied to the
-// queue and to the reference model of internal/refmodel, comparing
+// queue and to the reference model of measlisttest, comparing
 // everything observable after every step. TestQueueMatchesModel runs seeded
 // sequences; FuzzQueue decodes a sequence from the fuzzer's bytes. Both use
 // runSequence, so a failing fuzz input and a failing seed print the same
@@ -18,7 +18,7 @@ import (
 	"testing"
 
 	"github.com/imasim/imasim/ima/template"
-	"github.com/imasim/imasim/measlist/internal/refmodel"
+	"github.com/imasim/imasim/measlist/measlisttest"
 	"github.com/imasim/imasim/tpmext"
 )
 
@@ -188,13 +188,13 @@ func decodeOps(data []byte, max int) []op {
 type harness struct {
 	t      testing.TB
 	cfg    modelConfig
-	mcfg   refmodel.Config
+	mcfg   measlisttest.Config
 	qcfg   Config
 	tpm    *tpmext.Software
 	q      *Queue
-	m      *refmodel.Model
+	m      *measlisttest.Model
 	fail   bool // the queue's allocation failure switch
-	keys   map[refmodel.Key]bool
+	keys   map[measlisttest.Key]bool
 	enc    map[*template.Entry][]byte // every record's SHA-256 binary encoding when added
 	freed  int                        // how many of m.Freed() were checked
 	done   []op
@@ -202,7 +202,7 @@ type harness struct {
 }
 
 func newHarness(t testing.TB, cfg modelConfig) *harness {
-	h := &harness{t: t, cfg: cfg, keys: map[refmodel.Key]bool{}, enc: map[*template.Entry][]byte{}}
+	h := &harness{t: t, cfg: cfg, keys: map[measlisttest.Key]bool{}, enc: map[*template.Entry][]byte{}}
 	banks := []tpmext.Algorithm{tpmext.SHA1, tpmext.SHA256}
 	order := template.LittleEndian
 	if cfg.bigEndian {
@@ -213,7 +213,7 @@ func newHarness(t testing.TB, cfg modelConfig) *harness {
 		t.Fatal(err)
 	}
 	h.qcfg = Config{Layout: l, HtableDisabled: cfg.noHtable, FlushHtable: cfg.flush, Kexec: cfg.kexec}
-	h.mcfg = refmodel.Config{Layout: l, HtableDisabled: cfg.noHtable, FlushHtable: cfg.flush, Kexec: cfg.kexec}
+	h.mcfg = measlisttest.Config{Layout: l, HtableDisabled: cfg.noHtable, FlushHtable: cfg.flush, Kexec: cfg.kexec}
 	if !cfg.noTPM {
 		h.tpm, err = tpmext.NewSoftware(banks...)
 		if err != nil {
@@ -223,7 +223,8 @@ func newHarness(t testing.TB, cfg modelConfig) *harness {
 		h.mcfg.Banks = banks
 	}
 	h.q = h.newQueue()
-	h.m = refmodel.New(h.mcfg)
+	h.m = measlisttest.New(h.mcfg)
+	h.m.SetFailAlloc(func() bool { return h.fail })
 	return h
 }
 
@@ -256,7 +257,7 @@ func sameErr(a, b error) bool {
 }
 
 func (h *harness) track(e *template.Entry) {
-	h.keys[refmodel.KeyOf(h.qcfg.Layout, e)] = true
+	h.keys[measlisttest.KeyOf(h.qcfg.Layout, e)] = true
 	b, err := e.AppendBinary(nil, h.qcfg.Layout.HashIndex(), h.qcfg.Layout.Order())
 	if err != nil {
 		h.t.Fatal(err)
@@ -288,16 +289,19 @@ func (h *harness) step(o op) {
 		}
 	case opDelete, opDeleteNoMem:
 		h.fail = o.kind == opDeleteNoMem
-		h.m.SetFailAlloc(h.fail)
 		qn, qerr := h.q.DeleteStaged()
-		mn, merr := h.m.DeleteStaged()
+		deleted, merr := h.m.DeleteStaged()
 		h.fail = false
-		h.m.SetFailAlloc(false)
+		mn := len(deleted)
+		if merr != nil {
+			mn = 0 // the queue counts only what it deleted
+		}
 		if qn != mn || !sameErr(qerr, merr) {
 			h.fatalf("D: queue (%d, %v), model (%d, %v)", qn, qerr, mn, merr)
 		}
 	case opPartial:
-		if qerr, merr := h.q.DeletePartial(uint64(o.arg)), h.m.DeletePartial(uint64(o.arg)); !sameErr(qerr, merr) {
+		qerr := h.q.DeletePartial(uint64(o.arg))
+		if _, merr := h.m.DeletePartial(uint64(o.arg)); !sameErr(qerr, merr) {
 			h.fatalf("N: queue %v, model %v", qerr, merr)
 		}
 	case opSuspend:

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/imasim/imasim/ima/template"
-	"github.com/imasim/imasim/measlist/internal/refmodel"
+	"github.com/imasim/imasim/measlist/measlisttest"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 )
@@ -49,11 +49,11 @@ type captured struct {
 	e    *template.Entry
 	path string
 	byN  bool // deleted by N rather than D
-	live int  // its kernel footprint (refmodel.Footprint) while listed
+	live int  // its kernel footprint (measlisttest.Footprint) while listed
 }
 
 func capture(e *template.Entry) captured {
-	live, _ := refmodel.Footprint(e, len(e.Digests))
+	live, _ := measlisttest.Footprint(e, len(e.Digests))
 	return captured{e: e, path: string(bytes.TrimRight(e.Fields[1], "\x00")), live: live}
 }
 
@@ -88,7 +88,7 @@ func raceRun(t *testing.T, cfg Config, budget time.Duration) {
 					e = fileEntry(t, l, fmt.Sprintf("/race/a%d/%06d", a, seq), fmt.Sprint(seq), 10)
 				}
 				size := uint64(e.BinaryRuntimeSize()) // a deleter may free it once added
-				live, _ := refmodel.Footprint(e, l.NumSlots())
+				live, _ := measlisttest.Footprint(e, l.NumSlots())
 				if err := f.q.Add(e); err != nil {
 					return fmt.Errorf("adder %d record %d: %w", a, seq, err)
 				}
@@ -267,13 +267,13 @@ func raceRun(t *testing.T, cfg Config, budget time.Duration) {
 	// The modelled kernel memory agrees with the lists and the deletions:
 	// deleted records keep all but their field data unless a flushing D or
 	// the absence of a hash table freed them whole.
-	var lists, retained, ever int64 = 0, 0, refmodel.HtableBytes
+	var lists, retained, ever int64 = 0, 0, measlisttest.HtableBytes
 	for _, c := range log[len(deleted):] {
 		lists += int64(c.live)
 	}
 	for _, c := range deleted {
 		if !cfg.HtableDisabled && (c.byN || !cfg.FlushHtable) {
-			_, kept := refmodel.Footprint(c.e, l.NumSlots())
+			_, kept := measlisttest.Footprint(c.e, l.NumSlots())
 			retained += int64(kept)
 		}
 	}

@@ -12,12 +12,19 @@
 // measurement records from kernel memory" (Linux 7.2) hold under any
 // sequence of operations, as docs/SPEC.md §2-§5 describes them.
 //
-// The model is independent of the code under test: it reuses only the record
-// layer (ima/template: building entries, rendering them, template digests),
-// which is tested on its own, and tpmext.ExtendValue as the extend oracle. It
-// does not use measlist, staging, htable or the collector. It keeps plain
-// slices and maps, and the seq_file reads are a line-by-line transcription of
-// fs/seq_file.c:seq_read_iter(), traverse() and seq_lseek().
+// The model builds on the public reference models, which are independent
+// of the code under test: measlist/measlisttest is each kernel's queue (the
+// lists, counters, sizes, hash table, suspension, the PCRs it extends, the
+// kexec segment and what it carries), and staging/stagingtest is the write
+// grammar (kstrtoul included), the open checks and the one-writer
+// bookkeeping. What the harness adds is the whole system around them: the
+// file set, open file descriptions and their seq_file reads (a
+// line-by-line transcription of fs/seq_file.c:seq_read_iter(), traverse()
+// and seq_lseek()), the counter files, the kernel instances of one machine
+// across kexec and reboot, the log as if staging never happened, and the
+// collector. Beside those it reuses only the record layer (ima/template:
+// building entries, rendering them, template digests), which is tested on
+// its own, and tpmext.ExtendValue as the extend oracle for the log replay.
 //
 // The tests are FuzzSystem (operations decoded from the fuzzer's bytes),
 // TestSystemSeeded (many seeded sequences; a failure prints the sequence as a

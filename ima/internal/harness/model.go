@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sort"
 	"strings"
@@ -14,7 +13,9 @@ import (
 
 	"github.com/imasim/imasim/ima/template"
 	"github.com/imasim/imasim/measlist"
+	"github.com/imasim/imasim/measlist/measlisttest"
 	"github.com/imasim/imasim/staging"
+	"github.com/imasim/imasim/staging/stagingtest"
 	"github.com/imasim/imasim/tpmext"
 )
 
@@ -90,16 +91,6 @@ var tasks = []staging.Task{
 // collectorTID is the thread id of the collector's task.
 const collectorTID = 100
 
-// Indexes of the counters (enum binary_lists).
-const (
-	cBinary = iota
-	cStaged
-	cFull
-)
-
-// kexecHeaderSize is sizeof(struct ima_kexec_hdr).
-const kexecHeaderSize = 24
-
 // record is one measurement record as the model knows it: the entry built by
 // the record layer, and the bytes every list file shows for it.
 type record struct {
@@ -110,11 +101,6 @@ type record struct {
 	entry     *template.Entry
 	pcr       uint32
 	violation bool
-	// key is the template digest in the ima_hash slot (zeros for a
-	// violation): with PCR, the hash-table key.
-	key []byte
-	// Size is what get_binary_runtime_size() counts.
-	Size uint64
 	// views are the record as each list-file view shows it (binary or
 	// ASCII, one digest slot); dump is the binary record with the SHA-1
 	// column, as the kexec dump and the collector see it.
@@ -148,28 +134,17 @@ type node struct {
 	counter  int // 0 runtime_measurements_count, 1 violations
 }
 
-type htKey struct {
-	digest string
-	pcr    uint32
-}
-
 // mKernel is one booted kernel instance. Instances that rebooted or kexec'd
 // stay (suspended) so that files opened on them still answer.
 type mKernel struct {
-	n              int
-	current        []*record // ima_measurements
-	staged         []*record // ima_measurements_staged
-	num            [3]int64  // ima_num_records[]
-	size           [3]uint64 // binary_runtime_size[] (with CONFIG_IMA_KEXEC)
-	violations     int64     // ima_num_violations
-	suspended      bool      // ima_measurements_suspended
-	ht             map[htKey]bool
-	htInserts      int
-	users          int64 // ima_measure_users
-	writer         int   // measure_writer (a TID) when hasWriter
-	hasWriter      bool
-	extra          int64 // measure_writer_extra_writes
-	loaded         bool  // kexec_file_load done
+	n int
+	// q is the kernel's queue (the lists, counters, sizes, hash table,
+	// suspended flag and, while the kernel runs, the TPM's PCRs) and users
+	// the list files' open bookkeeping: the reference models of
+	// measlist/measlisttest and staging/stagingtest.
+	q              *measlisttest.Model
+	users          stagingtest.Users
+	loaded         bool // kexec_file_load done
 	seg            uint64
 	gone           bool
 	leftByReboot   bool // this kernel ended with a reboot (not a kexec)
@@ -255,11 +230,12 @@ type model struct {
 	nodes    map[string]*node
 	names    []string // every name of the directory, sorted
 	kernels  []*mKernel
-	pcrs     map[tpmext.Algorithm][][]byte
 	files    []*mFile
 	nextID   int
-	seen     []htKey // every hash-table key ever computed, in order
-	seenSet  map[htKey]bool
+	// byEntry finds the record of an entry the queue models hold.
+	byEntry  map[*template.Entry]*record
+	seen     []measlisttest.Key // every hash-table key ever computed, in order
+	seenSet  map[measlisttest.Key]bool
 	failNext bool // the next hash-table allocation fails
 	coll     *mCollector
 	ep       *epoch
@@ -270,7 +246,7 @@ type model struct {
 // newModel boots the model of a machine with cfg, as ima.New does on a
 // fresh software TPM.
 func newModel(cfg config) (*model, error) {
-	m := &model{cfg: cfg, seenSet: map[htKey]bool{}, pcrs: map[tpmext.Algorithm][][]byte{}, knownBugs: map[string]int{}}
+	m := &model{cfg: cfg, seenSet: map[measlisttest.Key]bool{}, byEntry: map[*template.Entry]*record{}, knownBugs: map[string]int{}}
 	algo, err := template.ParseHashAlgo(cfg.hashAlgo)
 	if err != nil {
 		return nil, err
@@ -286,9 +262,8 @@ func newModel(cfg config) (*model, error) {
 		return nil, err
 	}
 	m.makeFiles()
-	m.resetPCRs()
 	m.ep = &epoch{collectorAligned: true}
-	m.boot(nil)
+	m.boot(nil, nil)
 	m.coll = &mCollector{k: m.cur(), storeBoot: m.cur()}
 	return m, nil
 }
@@ -360,21 +335,23 @@ func (m *model) makeFiles() {
 	sort.Strings(m.names)
 }
 
-// resetPCRs sets every PCR to its value after TPM2_Startup(CLEAR).
-func (m *model) resetPCRs() {
-	for _, b := range m.cfg.banks {
-		v := make([][]byte, tpmext.NumPCRs)
-		for i := range v {
-			v[i] = tpmext.InitialPCRValue(i, b)
-		}
-		m.pcrs[b] = v
+// pcrValues are the TPM's PCRs: the running kernel's queue extends them.
+func (m *model) pcrValues() tpmext.PCRValues { return m.cur().q.Snapshot().PCRs }
+
+// list returns the records of kernel k's current list, or its staged list.
+func (m *model) list(k *mKernel, staged bool) []*record {
+	cur, stg := k.q.Lists()
+	if staged {
+		cur = stg
 	}
+	return m.records(cur)
 }
 
-func (m *model) pcrValues() tpmext.PCRValues {
-	out := tpmext.PCRValues{}
-	for b, v := range m.pcrs {
-		out[b] = append([][]byte(nil), v...)
+// records maps entries of the queue models back to their records.
+func (m *model) records(es []*template.Entry) []*record {
+	out := make([]*record, len(es))
+	for i, e := range es {
+		out[i] = m.byEntry[e]
 	}
 	return out
 }
@@ -385,19 +362,7 @@ func (m *model) cur() *mKernel { return m.kernels[len(m.kernels)-1] }
 func (m *model) newRecord(e *template.Entry, violation bool, what string) *record {
 	r := &record{id: m.nextID, what: what, entry: e, pcr: e.PCR, violation: violation}
 	m.nextID++
-	algo := m.layout.HashAlgo()
-	if violation {
-		r.key = make([]byte, algo.Size())
-	} else {
-		d, err := e.TemplateDigest(algo, m.order)
-		if err != nil {
-			panic(fmt.Sprintf("harness: template digest: %v", err))
-		}
-		r.key = d
-	}
-	// get_binary_runtime_size(): pcr, the SHA-1 sized digest, the name's
-	// length and the name, template_data_len and the data.
-	r.Size = uint64(4 + 20 + 4 + len(e.Desc.Name()) + 4 + e.TemplateDataLen())
+	m.byEntry[e] = r
 	for _, v := range m.views {
 		var b []byte
 		var err error
@@ -419,25 +384,30 @@ func (m *model) newRecord(e *template.Entry, violation bool, what string) *recor
 	return r
 }
 
-func (m *model) noteKey(k htKey) {
+func (m *model) noteKey(k measlisttest.Key) {
 	if !m.seenSet[k] {
 		m.seenSet[k] = true
 		m.seen = append(m.seen, k)
 	}
 }
 
-// boot brings up a kernel instance with the records a kexec carried.
-func (m *model) boot(carried []*record) *mKernel {
-	k := &mKernel{n: len(m.kernels), ht: map[htKey]bool{}, carriedRecords: len(carried)}
-	m.kernels = append(m.kernels, k)
-	// ima_restore_measurement_entry(): no hash table, no extend.
-	for _, r := range carried {
-		k.current = append(k.current, r)
-		k.num[cBinary]++
-		k.num[cFull]++
-		k.size[cBinary] += r.Size
-		k.size[cFull] += r.Size
+// boot brings up a kernel instance: after prev with the records a kexec
+// carried (restored without hash table or extend, on a TPM that keeps its
+// PCRs), or on a reset TPM when prev is nil.
+func (m *model) boot(prev *mKernel, carried []*template.Entry) *mKernel {
+	k := &mKernel{n: len(m.kernels), carriedRecords: len(carried)}
+	if prev == nil {
+		k.q = measlisttest.New(measlisttest.Config{Layout: m.layout, Banks: m.cfg.banks,
+			HtableDisabled: m.cfg.htableDisabled, FlushHtable: m.cfg.flushHtable, Kexec: m.cfg.kexec})
+	} else {
+		k.q = prev.q.Kexec(carried)
 	}
+	k.q.SetFailAlloc(func() bool { // called under m.mu
+		fail := m.failNext
+		m.failNext = false
+		return fail
+	})
+	m.kernels = append(m.kernels, k)
 	e, err := m.layout.NewBootAggregate(m.bootDesc, 10, m.pcrValues())
 	if err != nil {
 		panic(fmt.Sprintf("harness: boot aggregate: %v", err))
@@ -451,41 +421,20 @@ func (m *model) boot(carried []*record) *mKernel {
 	return k
 }
 
-// add is ima_add_template_entry(): the suspension check, the duplicate
-// lookup (not for violations), the append with its counters and hash-table
-// insertion, and the extend.
+// add is ima_add_template_entry() on kernel k's queue model (the
+// suspension check, the duplicate lookup, the append with its counters and
+// hash-table insertion, and the extend); a record it takes joins the log.
 func (m *model) add(k *mKernel, r *record) error {
-	key := htKey{string(r.key), r.pcr}
-	m.noteKey(key)
-	if k.suspended {
-		return syscall.ENODEV
+	m.noteKey(measlisttest.KeyOf(m.layout, r.entry))
+	if err := k.q.Add(r.entry); err != nil {
+		return err
 	}
-	if !r.violation && !m.cfg.htableDisabled && k.ht[key] {
-		return syscall.EEXIST
-	}
-	k.current = append(k.current, r)
-	k.num[cBinary]++
-	k.num[cFull]++
-	k.size[cBinary] += r.Size
-	k.size[cFull] += r.Size
-	if !m.cfg.htableDisabled {
-		k.ht[key] = true
-		k.htInserts++
-	}
-	m.extend(r)
 	m.ep.log = append(m.ep.log, r)
 	return nil
 }
 
-// extend extends r's PCR in every bank: H_bank(template data), or 0xFF for
-// a violation.
-func (m *model) extend(r *record) {
-	for _, b := range m.cfg.banks {
-		old := m.pcrs[b][r.pcr]
-		m.pcrs[b][r.pcr] = tpmext.ExtendValue(b, old, extendDigest(r, b, m.order))
-	}
-}
-
+// extendDigest is what r extends into bank b: H_b(template data), or 0xFF
+// for a violation. The log replay uses it.
 func extendDigest(r *record, b tpmext.Algorithm, o template.Order) []byte {
 	if r.violation {
 		return bytes.Repeat([]byte{0xff}, b.Size())
@@ -551,7 +500,7 @@ func (m *model) violation(path, cause string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := m.cur()
-	k.violations++
+	k.q.AddViolation()
 	e, err := m.layout.NewEntry(m.bootDesc, 10, template.NewViolationEvent(path, nil, cause))
 	if err != nil {
 		return err
@@ -566,178 +515,30 @@ func (m *model) armFailAlloc() {
 	m.mu.Unlock()
 }
 
-// stage is ima_queue_stage().
-func (m *model) stage(k *mKernel) error {
-	switch {
-	case len(k.staged) > 0:
-		return syscall.EEXIST
-	case len(k.current) == 0:
-		return syscall.ENOENT
-	case k.suspended:
-		return syscall.EACCES
-	}
-	k.staged, k.current = k.current, nil
-	k.num[cStaged], k.num[cBinary] = k.num[cBinary], 0
-	k.size[cStaged], k.size[cBinary] = k.size[cBinary], 0
-	return nil
-}
-
-// deleteStaged is ima_queue_staged_delete_all(), with the flush of patch
-// 10 and its -ENOMEM path (docs/SPEC.md Q3: the records are already detached).
-func (m *model) deleteStaged(k *mKernel, byCollector bool) error {
-	switch {
-	case len(k.staged) == 0:
-		return syscall.ENOENT
-	case k.suspended:
-		return syscall.ESTALE
-	}
-	batch := k.staged
-	k.staged = nil
-	k.num[cStaged] = 0
-	k.size[cStaged] = 0
-	m.noteDeleted(k, batch, byCollector)
-	if m.cfg.flushHtable && !m.cfg.htableDisabled {
-		if m.failNext {
-			m.failNext = false
-			return syscall.ENOMEM
-		}
-		k.ht = map[htKey]bool{}
-		k.htInserts = 0
-	}
-	return nil
-}
-
-// deletePartial is ima_queue_delete_partial().
-func (m *model) deletePartial(k *mKernel, n uint64, byCollector bool) error {
-	if uint64(len(k.current)) < n {
-		return syscall.ENOENT
-	}
-	if k.suspended {
-		return syscall.ESTALE
-	}
-	batch := k.current[:n:n]
-	k.current = k.current[n:]
-	k.num[cBinary] -= int64(n)
-	for _, r := range batch {
-		k.size[cBinary] -= r.Size
-	}
-	if len(k.staged) > 0 && k == m.cur() {
-		m.ep.gap = true
-	}
-	m.noteDeleted(k, batch, byCollector)
-	return nil
-}
-
-func (m *model) noteDeleted(k *mKernel, batch []*record, byCollector bool) {
-	if k != m.cur() {
-		return // a suspended kernel deletes nothing; unreachable
-	}
-	m.ep.deleted = append(m.ep.deleted, batch)
-	if !byCollector {
-		m.ep.rawDeleted = true
-	}
-}
-
-// request is _ima_measurements_write() on a file of kernel k: the length
-// and newline checks, then A, D or N.
+// request is _ima_measurements_write() on a file of kernel k, by the
+// reference model of staging/stagingtest: the grammar's checks, then A, D
+// or N on the queue model. The records D or N took from the kernel (lost
+// by a D that failed to flush included) are a deleted batch of the epoch.
 func (m *model) request(k *mKernel, p []byte, staged, byCollector bool) error {
-	if len(p) < 2 || len(p) > 21 { // STAGED_REQ_LENGTH
-		return syscall.EINVAL
-	}
-	if p[len(p)-1] != '\n' {
-		return syscall.EINVAL
-	}
-	s := p[:len(p)-1] // the '\n' becomes the terminating NUL
-	if i := bytes.IndexByte(s, 0); i >= 0 {
-		s = s[:i]
-	}
-	switch p[0] {
-	case 'A':
-		if len(p) != 2 || !staged {
-			return syscall.EINVAL
-		}
-		return m.stage(k)
-	case 'D':
-		if len(p) != 2 || !staged {
-			return syscall.EINVAL
-		}
-		return m.deleteStaged(k, byCollector)
-	}
-	if staged {
-		return syscall.EINVAL
-	}
-	if m.cfg.flushHtable && !m.cfg.htableDisabled {
-		return syscall.EINVAL
-	}
-	n, err := kstrtoul(s)
+	r, err := stagingtest.ParseRequest(p, staged, k.q.FlushHtable())
 	if err != nil {
 		return err
 	}
-	if n == 0 {
-		return syscall.EINVAL
+	_, wasStaged := k.q.Lists()
+	batch, err := stagingtest.Apply(k.q, r)
+	if len(batch) == 0 || k != m.cur() {
+		return err // nothing deleted (a suspended kernel deletes nothing)
 	}
-	return m.deletePartial(k, n, byCollector)
-}
-
-// kstrtoul is lib/kstrtox.c:kstrtoull() in base 10 on a C string: one
-// optional '+', _parse_integer() (which keeps parsing digits after an
-// overflow, and reports it), then at most one '\n', then the end.
-func kstrtoul(s []byte) (uint64, error) {
-	if len(s) > 0 && s[0] == '+' {
-		s = s[1:]
+	if r.Op == stagingtest.DeletePartial && len(wasStaged) > 0 {
+		// N removed records while older ones were staged: the removal
+		// order is not the log order (docs/SPEC.md §4.2).
+		m.ep.gap = true
 	}
-	var res uint64
-	overflow := false
-	rv := 0
-	for ; rv < len(s); rv++ {
-		c := s[rv]
-		if c < '0' || c > '9' {
-			break
-		}
-		val := uint64(c - '0')
-		if res&0xf000000000000000 != 0 && res > (math.MaxUint64-val)/10 {
-			overflow = true
-		}
-		res = res*10 + val
+	m.ep.deleted = append(m.ep.deleted, m.records(batch))
+	if !byCollector {
+		m.ep.rawDeleted = true
 	}
-	if overflow {
-		return 0, syscall.ERANGE
-	}
-	if rv == 0 {
-		return 0, syscall.EINVAL
-	}
-	s = s[rv:]
-	if len(s) > 0 && s[0] == '\n' {
-		s = s[1:]
-	}
-	if len(s) > 0 {
-		return 0, syscall.EINVAL
-	}
-	return res, nil
-}
-
-// mayOpen is fs/namei.c:generic_permission() for a root:root file of mode
-// perm: owner, group or other bits, then CAP_DAC_OVERRIDE (read and write)
-// and CAP_DAC_READ_SEARCH (read).
-func mayOpen(t staging.Task, perm uint32, read, write bool) bool {
-	inGroup0 := t.GID == 0
-	for _, g := range t.Groups {
-		inGroup0 = inGroup0 || g == 0
-	}
-	bits := perm & 7
-	switch {
-	case t.UID == 0:
-		bits = perm >> 6 & 7
-	case inGroup0:
-		bits = perm >> 3 & 7
-	}
-	if (!read || bits&4 != 0) && (!write || bits&2 != 0) {
-		return true
-	}
-	if t.CapDACOverride {
-		return true
-	}
-	return !write && t.CapDACReadSearch
+	return err
 }
 
 func taskOf(i int) staging.Task {
@@ -762,10 +563,9 @@ func (m *model) Open(task int, name string, flag int) (*mFile, error) {
 }
 
 // open follows the VFS and _ima_measurements_open(): the lookup (creating
-// a missing file is EACCES), O_EXCL,
-// the access mode (3 is refused, a documented difference of the
-// simulator), the permission check, CAP_SYS_ADMIN for a write, and
-// ima_measure_lock().
+// a missing file is EACCES), O_EXCL, the access mode (3 is refused, a
+// documented difference of the simulator), then stagingtest.Open: the
+// permission check, CAP_SYS_ADMIN for a write, and ima_measure_lock().
 func (m *model) open(k *mKernel, task int, name string, flag int) (*mFile, error) {
 	n, ok := m.nodes[name]
 	if ok && n.kind == symlinkNode {
@@ -793,53 +593,10 @@ func (m *model) open(k *mKernel, task int, name string, flag int) (*mFile, error
 	default:
 		return nil, syscall.EINVAL
 	}
-	t := taskOf(task)
-	if !mayOpen(t, n.perm, read, write) {
-		return nil, syscall.EACCES
-	}
-	if n.kind == listNode {
-		if write && !t.CapSysAdmin {
-			return nil, syscall.EPERM
-		}
-		if err := k.measureLock(write, t.TID); err != nil {
-			return nil, err
-		}
+	if err := stagingtest.Open(&k.users, taskOf(task), n.perm, read, write, n.kind == listNode); err != nil {
+		return nil, err
 	}
 	return &mFile{k: k, node: n, name: name, task: task, read: read, write: write}, nil
-}
-
-// measureLock is ima_measure_lock() ([PATCH v7 06/12]).
-func (k *mKernel) measureLock(write bool, tid int) error {
-	if !write && k.users == 1<<63-1 {
-		return syscall.ENFILE
-	}
-	if write && k.hasWriter && k.writer == tid {
-		k.extra++
-		return nil
-	}
-	if (write && k.users != 0) || (!write && k.users < 0) {
-		return syscall.EBUSY
-	}
-	if write {
-		k.users = -1
-		k.writer, k.hasWriter = tid, true
-	} else {
-		k.users++
-	}
-	return nil
-}
-
-// measureUnlock is ima_measure_unlock(), in the releasing task's context.
-func (k *mKernel) measureUnlock(write bool, tid int) {
-	switch {
-	case write && k.hasWriter && k.writer == tid && k.extra > 0:
-		k.extra--
-	case write:
-		k.users++
-		k.hasWriter = false
-	default:
-		k.users--
-	}
 }
 
 // Write is write(2) on f.
@@ -864,17 +621,10 @@ func (m *model) write(f *mFile, p []byte, byCollector bool) (int, error) {
 	return len(p), nil
 }
 
-// records returns the list a list file of kernel k shows.
-func (k *mKernel) records(n *node) []*record {
-	if n.staged {
-		return k.staged
-	}
-	return k.current
-}
-
-func (f *mFile) recordAt() recordAt {
+// recordAt shows the list f's file shows, as it is now.
+func (m *model) recordAt(f *mFile) recordAt {
+	l := m.list(f.k, f.node.staged)
 	return func(i int) ([]byte, bool) {
-		l := f.k.records(f.node)
 		if i >= len(l) {
 			return nil, false
 		}
@@ -884,9 +634,10 @@ func (f *mFile) recordAt() recordAt {
 
 // counterText is ima_show_counter(): "%li\n".
 func (k *mKernel) counterText(n *node) []byte {
-	v := k.num[cBinary]
+	s := k.q.Snapshot()
+	v := s.Counts[measlisttest.Binary]
 	if n.counter == 1 {
-		v = k.violations
+		v = s.Violations
 	}
 	return []byte(fmt.Sprintf("%d\n", v))
 }
@@ -918,7 +669,7 @@ func (m *model) read(f *mFile, want int) ([]byte, error) {
 			f.pos += int64(n)
 		}
 	} else {
-		out = f.seq.read(&f.pos, want, m.cfg.pageBytes(), f.recordAt())
+		out = f.seq.read(&f.pos, want, m.cfg.pageBytes(), m.recordAt(f))
 	}
 	if len(out) == 0 {
 		return nil, io.EOF
@@ -957,7 +708,7 @@ func (m *model) Seek(f *mFile, off int64, whence int) (int64, error) {
 		return 0, syscall.EINVAL
 	}
 	if f.node.kind == listNode {
-		f.seq.lseek(&f.pos, off, m.cfg.pageBytes(), f.recordAt())
+		f.seq.lseek(&f.pos, off, m.cfg.pageBytes(), m.recordAt(f))
 	} else {
 		f.pos = off
 	}
@@ -979,7 +730,7 @@ func (m *model) close(f *mFile, task int) error {
 	f.closed = true
 	f.seq = seqState{}
 	if f.node.kind == listNode {
-		f.k.measureUnlock(f.write, taskOf(task).TID)
+		f.k.users.Unlock(f.write, taskOf(task).TID)
 	}
 	return nil
 }
@@ -987,12 +738,14 @@ func (m *model) close(f *mFile, task int) error {
 // SEEK_DATA and SEEK_HOLE.
 const seekData, seekHole = 3, 4
 
-// errKexecOff is kexecLoad's error without CONFIG_IMA_KEXEC.
-var errKexecOff = errors.New("kexec: CONFIG_IMA_KEXEC is off")
+// errNoSegment is kexecLoad's error without CONFIG_IMA_KEXEC, or for a
+// list too large to carry.
+var errNoSegment = errors.New("kexec: no segment for the measurement list")
 
 // kexecLoad is kexec_file_load: the segment is sized from the current and
-// staged sizes (each with a header, docs/SPEC.md Q9) plus half a page, rounded up
-// to a page, and kexec_load is measured with critical data.
+// staged sizes (each with a header, docs/SPEC.md Q9) plus half a page,
+// rounded up to a page (measlisttest.Model.KexecSegmentSize), and
+// kexec_load is measured with critical data.
 func (m *model) kexecLoad() (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -1000,13 +753,11 @@ func (m *model) kexecLoad() (uint64, error) {
 }
 
 func (m *model) kexecLoadOn(k *mKernel) (uint64, error) {
-	if !m.cfg.kexec {
-		return 0, errKexecOff
+	seg, ok := k.q.KexecSegmentSize(0, uint64(m.cfg.pageBytes()), 0)
+	if !ok {
+		return 0, errNoSegment
 	}
-	page := uint64(m.cfg.pageBytes())
-	size := k.size[cBinary] + kexecHeaderSize + k.size[cStaged] + kexecHeaderSize + page/2
-	k.seg = (size + page - 1) / page * page
-	k.loaded = true
+	k.seg, k.loaded = seg, true
 	if m.cfg.criticalData {
 		m.measureKexecEvent(k, "kexec_load")
 	}
@@ -1016,8 +767,9 @@ func (m *model) kexecLoadOn(k *mKernel) (uint64, error) {
 // measureKexecEvent is ima_measure_kexec_event() ([PATCH v7 09/12]): the
 // BINARY_FULL figures. A failure is only logged.
 func (m *model) measureKexecEvent(k *mKernel, name string) {
+	s := k.q.Snapshot()
 	buf := fmt.Sprintf("kexec_segment_size=%d;ima_binary_runtime_size=%d;ima_runtime_measurements_count=%d;",
-		k.seg, k.size[cFull]+kexecHeaderSize, k.num[cFull])
+		k.seg, s.Sizes[measlisttest.BinaryFull], s.Counts[measlisttest.BinaryFull])
 	_ = m.measureBufferOn(k, name, []byte(buf), -1, false)
 }
 
@@ -1038,22 +790,14 @@ func (m *model) kexec() (carried, lost int, partial bool) {
 	if m.cfg.kexec && m.cfg.criticalData {
 		m.measureKexecEvent(k, "kexec_execute")
 	}
-	k.suspended = true
-	all := append(append([]*record(nil), k.staged...), k.current...)
-	var keep []*record
+	k.q.Suspend()
+	cur, stg := k.q.Lists()
+	all := m.records(append(stg, cur...))
+	var keep []*template.Entry
 	if k.loaded {
-		used := uint64(kexecHeaderSize)
-		for _, r := range all {
-			if used >= k.seg {
-				break
-			}
-			used += uint64(len(r.dump))
-			if used > k.seg {
-				partial = true // written in part: the restore stops at it
-				break
-			}
-			keep = append(keep, r)
-		}
+		var err error
+		keep, err = k.q.Carried(k.seg)
+		partial = err != nil // written in part: the restore stops at it
 	}
 	dropped := all[len(keep):]
 	if !m.cfg.kexec {
@@ -1073,7 +817,7 @@ func (m *model) kexec() (carried, lost int, partial bool) {
 		m.ep.log = log
 		m.ep.noReplay = true
 	}
-	m.boot(keep)
+	m.boot(k, keep)
 	return len(keep), len(dropped), partial
 }
 
@@ -1083,8 +827,8 @@ func (m *model) reboot() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := m.cur()
-	k.gone, k.suspended, k.leftByReboot = true, true, true
-	m.resetPCRs()
+	k.gone, k.leftByReboot = true, true
+	k.q.Suspend()
 	m.ep = &epoch{collectorAligned: true}
-	m.boot(nil)
+	m.boot(nil, nil)
 }

@@ -51,7 +51,7 @@ func (m *model) collKernelRecords(k *mKernel, max int) ([]*record, error) {
 	var out []*record
 	for _, f := range files {
 		// A fresh file read to EOF shows the whole list.
-		out = append(out, k.records(f.node)...)
+		out = append(out, m.list(k, f.node.staged)...)
 		if max >= 0 && len(out) >= max {
 			return out[:max], nil
 		}
@@ -77,9 +77,10 @@ func (m *model) collResolvePending() error {
 	}
 	// The model knows the truth: are the batch's records still in the
 	// kernel's lists?
+	lists := append(m.list(c.k, true), m.list(c.k, false)...)
 	held := false
 	for _, r := range c.pending {
-		held = held || slices.Contains(c.k.staged, r) || slices.Contains(c.k.current, r)
+		held = held || slices.Contains(lists, r)
 	}
 	switch {
 	case !present && held:
@@ -158,7 +159,7 @@ func (m *model) collPrompt(k *mKernel) (res collector.Result, err error) {
 			return res, err
 		}
 	}
-	records := append([]*record(nil), k.staged...)
+	records := m.list(k, true)
 	res.Read = len(records)
 	if len(records) == 0 {
 		res.Note = "staged list empty"
@@ -180,7 +181,7 @@ func (m *model) collN(k *mKernel) (res collector.Result, err error) {
 	if res, err = m.collTakeStaged(k); err != nil {
 		return res, err
 	}
-	records := append([]*record(nil), k.current...)
+	records := m.list(k, false)
 	res.Read += len(records)
 	if len(records) == 0 {
 		res.Note = "nothing to delete"
@@ -205,7 +206,7 @@ func (m *model) collTakeStaged(k *mKernel) (res collector.Result, err error) {
 		return res, err
 	}
 	defer m.close(f, -1)
-	records := append([]*record(nil), k.staged...)
+	records := m.list(k, true)
 	if len(records) == 0 {
 		return res, nil
 	}

@@ -119,7 +119,7 @@ func errString(err error) string {
 		return "ErrStale"
 	case errors.Is(err, collector.ErrPartlyCarried):
 		return "ErrPartlyCarried"
-	case err == errKexecOff || errors.Is(err, measlist.ErrKexecTooLarge):
+	case err == errNoSegment || errors.Is(err, measlist.ErrKexecTooLarge):
 		return "ErrKexecTooLarge"
 	case errors.As(err, &e):
 		if n, ok := errnoNames[e]; ok {
@@ -136,7 +136,7 @@ func sameErr(model, sys error) bool {
 	if model == nil || sys == nil {
 		return model == nil && sys == nil
 	}
-	if model == errKexecOff {
+	if model == errNoSegment {
 		return errors.Is(sys, measlist.ErrKexecTooLarge)
 	}
 	var me syscall.Errno
@@ -403,7 +403,8 @@ func collString(r collector.Result, err error) string {
 func (m *model) currentLen(k *mKernel) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(k.current)
+	cur, _ := k.q.Lists()
+	return len(cur)
 }
 
 // cat opens a file as a task, reads it to EOF with reads of op.Size bytes,
@@ -458,12 +459,12 @@ func (s *system) cat(op op) error {
 // one write, close.
 func (s *system) echo(op op) error {
 	m := s.m
-	m.mu.Lock()
 	k := m.cur()
 	data := op.data
 	if op.nRel {
-		data = []byte(fmt.Sprintf("%d\n", len(k.current)+op.nDelta))
+		data = []byte(fmt.Sprintf("%d\n", m.currentLen(k)+op.nDelta))
 	}
+	m.mu.Lock()
 	line := op.describe(0, data)
 	flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	mf, me := m.open(k, op.task, op.file, flag)
@@ -507,10 +508,11 @@ func (s *system) check() error {
 	if err != nil {
 		return err
 	}
+	want := m.pcrValues()
 	for _, b := range s.cfg.banks {
 		for i := range tpmext.NumPCRs {
-			if !bytes.Equal(pcrs[b][i], m.pcrs[b][i]) {
-				return mismatch("PCR %d of bank %s: model %x, system %x", i, b, m.pcrs[b][i], pcrs[b][i])
+			if !bytes.Equal(pcrs[b][i], want[b][i]) {
+				return mismatch("PCR %d of bank %s: model %x, system %x", i, b, want[b][i], pcrs[b][i])
 			}
 		}
 	}
@@ -523,30 +525,22 @@ func (s *system) check() error {
 func (s *system) checkKernel(mk *mKernel, k *ima.Kernel, running bool) error {
 	q := k.Queue()
 	name := fmt.Sprintf("kernel %d", mk.n)
+	snap := mk.q.Snapshot()
 	for c, counter := range []measlist.Counter{measlist.Binary, measlist.BinaryStaged, measlist.BinaryFull} {
-		if got := q.NumRecords(counter); got != mk.num[c] {
-			return mismatch("%s: %s: model %d, system %d", name, counter, mk.num[c], got)
+		if got := q.NumRecords(counter); got != snap.Counts[c] {
+			return mismatch("%s: %s: model %d, system %d", name, counter, snap.Counts[c], got)
 		}
-		if s.cfg.kexec {
-			if got, want := q.BinaryRuntimeSize(counter), mk.size[c]+kexecHeaderSize; got != want {
-				return mismatch("%s: binary_runtime_size[%s]: model %d, system %d", name, counter, want, got)
-			}
+		if got := q.BinaryRuntimeSize(counter); got != snap.Sizes[c] {
+			return mismatch("%s: binary_runtime_size[%s]: model %d, system %d", name, counter, snap.Sizes[c], got)
 		}
 	}
-	if got := q.NumViolations(); got != mk.violations {
-		return mismatch("%s: violations: model %d, system %d", name, mk.violations, got)
+	if got := q.NumViolations(); got != snap.Violations {
+		return mismatch("%s: violations: model %d, system %d", name, snap.Violations, got)
 	}
-	if got := q.Suspended(); got != mk.suspended {
-		return mismatch("%s: suspended: model %v, system %v", name, mk.suspended, got)
+	if got := q.Suspended(); got != snap.Suspended {
+		return mismatch("%s: suspended: model %v, system %v", name, snap.Suspended, got)
 	}
-	ms := k.SecurityFS().MeasureState()
-	want := staging.MeasureState{Users: mk.users, HasWriter: mk.hasWriter, ExtraWrites: mk.extra}
-	if mk.hasWriter {
-		want.Writer = mk.writer
-	}
-	if !ms.HasWriter {
-		ms.Writer = 0
-	}
+	ms, want := k.SecurityFS().MeasureState(), mk.users.State()
 	if ms != want {
 		return mismatch("%s: open bookkeeping: model %+v, system %+v", name, want, ms)
 	}
@@ -563,12 +557,12 @@ func (s *system) checkRunning(mk *mKernel, k *ima.Kernel) error {
 	if err := s.checkLists(mk, k); err != nil {
 		return err
 	}
-	if got := q.HtableLen(); got != mk.htInserts {
-		return mismatch("hash table: model %d insertions, system %d", mk.htInserts, got)
+	if got, want := q.HtableLen(), mk.q.Snapshot().HtableLen; got != want {
+		return mismatch("hash table: model %d insertions, system %d", want, got)
 	}
 	for _, key := range s.m.seen {
-		if got, want := q.InHtable([]byte(key.digest), key.pcr), mk.ht[key]; got != want {
-			return mismatch("hash table membership of (%x, pcr %d): model %v, system %v", key.digest, key.pcr, want, got)
+		if got, want := q.InHtable([]byte(key.Digest), key.PCR), mk.q.InHtable(key); got != want {
+			return mismatch("hash table membership of (%x, pcr %d): model %v, system %v", key.Digest, key.PCR, want, got)
 		}
 	}
 	for _, name := range []string{"runtime_measurements_count", "violations"} {
@@ -593,10 +587,7 @@ func (s *system) checkRunning(mk *mKernel, k *ima.Kernel) error {
 func (s *system) checkLists(mk *mKernel, k *ima.Kernel) error {
 	q := k.Queue()
 	for _, h := range []measlist.Head{measlist.Current, measlist.Staged} {
-		want := mk.current
-		if h == measlist.Staged {
-			want = mk.staged
-		}
+		want := s.m.list(mk, h == measlist.Staged)
 		got := q.Entries(h)
 		if len(got) != len(want) {
 			return mismatch("kernel %d: %s list: model %d records, system %d", mk.n, h, len(want), len(got))
@@ -711,7 +702,7 @@ func (m *model) checkEpoch() error {
 	for _, b := range m.ep.deleted {
 		all = append(all, b...)
 	}
-	all = append(append(all, k.staged...), k.current...)
+	all = append(append(all, m.list(k, true)...), m.list(k, false)...)
 	if m.ep.gap {
 		all = slices.Clone(all)
 		sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })

@@ -1,16 +1,28 @@
-// Package refmodel is a reference model of package measlist's queue: the
-// kernel's measurement list after the staging series ("[PATCH v7 00/12]
-// ima: Exporting and deleting IMA measurement records from kernel memory",
-// Linux 7.2), written as plainly as the rules of docs/SPEC.md §2 and
-// §4 allow: slices and maps under one
-// mutex, no RCU, no lock-free readers, no split between work done under the
-// mutex and work done outside it, sizes recomputed from the lists rather
-// than kept as running sums.
+// Package measlisttest is a reference model of package measlist's queue,
+// for tests, in the manner of testing/fstest: the kernel's measurement list
+// after the staging series ("[PATCH v7 00/12] ima: Exporting and deleting
+// IMA measurement records from kernel memory", Linux 7.2), written as
+// plainly as the rules of docs/SPEC.md §2 and §4 allow: slices and maps
+// under one mutex, no RCU, no lock-free readers, no split between work done
+// under the mutex and work done outside it, sizes recomputed from the lists
+// rather than kept as running sums.
 //
-// No kernel counterpart as code; it exists so that the property test of
-// measlist can apply the same operations to both and compare everything
-// observable after each one.
-package refmodel
+// A test applies the same operations to a measlist.Queue and to a Model and
+// compares what Snapshot says with what the queue shows: measlist's own
+// property test does, and so does the whole-system harness of imasim, whose
+// securityfs reference (staging/stagingtest) is built on this model. An
+// agent's tests can use it the same way, as the expected state of a kernel
+// they drive.
+//
+// It reuses only the record layer (ima/template) and the extend oracle
+// (tpmext.ExtendValue); it does not import measlist, so it is a second,
+// independent statement of the same rules.
+//
+// No kernel counterpart as code: every method says which transition of
+// ima_queue.c or ima_kexec.c it stands for.
+//
+// Lock order: Model.mu only.
+package measlisttest
 
 import (
 	"bytes"
@@ -87,6 +99,16 @@ func kmalloc(n int) int {
 	return (n + 4095) / 4096 * 4096
 }
 
+// FileEntry builds the record tests use most: an ima-ng measurement of
+// the file path with the given content into PCR 10, under layout l.
+func FileEntry(l *template.Layout, path string, content []byte) (*template.Entry, error) {
+	ev, err := template.NewFileEvent(path, &template.File{Content: content}, l.HashAlgo(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return l.NewEntry(template.Builtin("ima-ng"), 10, ev)
+}
+
 // KeyOf returns e's hash-table key under layout l.
 func KeyOf(l *template.Layout, e *template.Entry) Key {
 	return Key{string(e.Digests[l.HashIndex()].Value), e.PCR}
@@ -114,7 +136,7 @@ type Model struct {
 	generation uint64
 	pcrs       tpmext.PCRValues
 	tpmErrors  int64
-	failAlloc  bool
+	failAlloc  func() bool
 
 	// retained and added are kernel memory (Footprint): what deleted
 	// records still hold, and every record ever appended, whole.
@@ -150,7 +172,12 @@ func (m *Model) FlushHtable() bool { return m.flush }
 
 func (m *Model) key(e *template.Entry) Key { return KeyOf(m.cfg.Layout, e) }
 
-// Add is measure(r) of the transition table.
+// Add is measure(r): ima_add_template_entry() with ima_add_digest_entry()
+// and ima_pcr_extend(). It refuses a record while suspended (ENODEV) and a
+// non-violation record whose key the hash table holds (EEXIST); otherwise
+// it appends, inserts the key and extends the record's PCR in every bank
+// (0xFF… for a violation). A PCR the TPM refuses (17–22, or 24 and above)
+// is counted in Snapshot.TPMErrors and the record stays, as in the kernel.
 func (m *Model) Add(e *template.Entry) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -188,7 +215,7 @@ func digestOf(e *template.Entry, alg tpmext.Algorithm) []byte {
 			return d.Value
 		}
 	}
-	panic("refmodel: entry has no digest for a TPM bank")
+	panic("measlisttest: entry has no digest for a TPM bank")
 }
 
 func (m *Model) appendLocked(e *template.Entry) {
@@ -203,14 +230,16 @@ func (m *Model) appendLocked(e *template.Entry) {
 	}
 }
 
-// AddViolation counts a violation.
+// AddViolation counts a violation (ima_num_violations); the caller adds
+// the violation record with Add, as ima_add_violation() does.
 func (m *Model) AddViolation() {
 	m.mu.Lock()
 	m.violations++
 	m.mu.Unlock()
 }
 
-// Restore appends records carried over by kexec: no hash table, no TPM, no
+// Restore appends records carried over by kexec, as
+// ima_restore_measurement_entry() does: no hash table, no TPM, no
 // suspension check.
 func (m *Model) Restore(es ...*template.Entry) {
 	m.mu.Lock()
@@ -220,7 +249,11 @@ func (m *Model) Restore(es ...*template.Entry) {
 	}
 }
 
-// Stage is A.
+// Stage is A: ima_queue_stage() ([PATCH v7 09/12]) moves the whole current
+// list to the staged list.
+//
+// Errors, in the kernel's order: EEXIST (something is staged), ENOENT
+// (nothing to stage), EACCES (suspended).
 func (m *Model) Stage() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -237,54 +270,68 @@ func (m *Model) Stage() error {
 	return nil
 }
 
-// SetFailAlloc makes the next flush allocations fail (or not).
-func (m *Model) SetFailAlloc(fail bool) {
+// SetFailAlloc sets the hook the flush of D asks before it allocates the
+// new hash table: when fail returns true, the allocation fails (-ENOMEM),
+// as measlist.Queue.SetFailAlloc's hook makes it fail. nil never fails.
+func (m *Model) SetFailAlloc(fail func() bool) {
 	m.mu.Lock()
 	m.failAlloc = fail
 	m.mu.Unlock()
 }
 
-// DeleteStaged is D.
-func (m *Model) DeleteStaged() (int, error) {
+// DeleteStaged is D: ima_queue_staged_delete_all() with the flush of
+// [PATCH v7 10/12]. It returns the records taken from the staged list: the
+// deleted ones, or with ENOMEM the ones a failed flush allocation lost
+// (docs/SPEC.md Q3: they are detached before the allocation, so they are in
+// no list and never released).
+//
+// Errors, in the kernel's order: ENOENT (nothing staged), ESTALE
+// (suspended), ENOMEM.
+func (m *Model) DeleteStaged() ([]*template.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case len(m.staged) == 0:
-		return 0, syscall.ENOENT
+		return nil, syscall.ENOENT
 	case m.suspended:
-		return 0, syscall.ESTALE
+		return nil, syscall.ESTALE
 	}
 	trim := m.staged
 	m.staged = nil
 	m.generation++
 	if m.flush {
-		if m.failAlloc {
+		if m.failAlloc != nil && m.failAlloc() {
 			m.lost = append(m.lost, trim...)
-			return 0, syscall.ENOMEM
+			return trim, syscall.ENOMEM
 		}
 		m.h = map[Key]bool{}
 		m.hlen = 0
 	}
 	m.releaseLocked(trim, m.flush)
-	return len(trim), nil
+	return trim, nil
 }
 
-// DeletePartial is N.
-func (m *Model) DeletePartial(n uint64) error {
+// DeletePartial is N: ima_queue_delete_partial() ([PATCH v7 11/12]). It
+// returns the n records deleted from the head of the current list.
+//
+// Errors, in the kernel's order: EINVAL (n is 0), ENOENT (fewer than n
+// records), ESTALE (suspended).
+func (m *Model) DeletePartial(n uint64) ([]*template.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case n == 0:
-		return syscall.EINVAL
+		return nil, syscall.EINVAL
 	case n > uint64(len(m.current)):
-		return syscall.ENOENT
+		return nil, syscall.ENOENT
 	case m.suspended:
-		return syscall.ESTALE
+		return nil, syscall.ESTALE
 	}
-	m.releaseLocked(m.current[:n], false)
+	trim := m.current[:n:n]
+	m.releaseLocked(trim, false)
 	m.current = append([]*template.Entry(nil), m.current[n:]...)
 	m.generation++
-	return nil
+	return trim, nil
 }
 
 // releaseLocked records deleted records: their field data is freed; the
@@ -301,7 +348,8 @@ func (m *Model) releaseLocked(es []*template.Entry, flushed bool) {
 	}
 }
 
-// Suspend sets the suspended flag.
+// Suspend sets ima_measurements_suspended, as a kexec's
+// ima_measurements_suspend() does.
 func (m *Model) Suspend() {
 	m.mu.Lock()
 	m.suspended = true
@@ -378,6 +426,14 @@ func withHeader(v uint64) uint64 {
 		return NotTracked
 	}
 	return v + HeaderSize
+}
+
+// Lists returns the current and the staged list, oldest record first,
+// sharing nothing with the model.
+func (m *Model) Lists() (current, staged []*template.Entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*template.Entry(nil), m.current...), append([]*template.Entry(nil), m.staged...)
 }
 
 // InHtable reports whether k is in the hash table.
@@ -490,13 +546,15 @@ func (m *Model) Carried(segment uint64) ([]*template.Entry, error) {
 
 // Kexec returns the model of the next kernel after a kexec that carried
 // the given records (restored entries built by the real restore): the
-// same configuration and TPM, whose PCRs are not reset, and nothing else.
+// same configuration, fail-allocation hook and TPM, whose PCRs are not
+// reset, and nothing else.
 func (m *Model) Kexec(restored []*template.Entry) *Model {
 	next := New(m.cfg)
 	m.mu.Lock()
 	for alg, vals := range m.pcrs {
 		next.pcrs[alg] = append([][]byte(nil), vals...)
 	}
+	next.failAlloc = m.failAlloc
 	m.mu.Unlock()
 	next.Restore(restored...)
 	return next
