@@ -36,7 +36,8 @@ import (
 	"github.com/imasim/imasim/tpmext"
 )
 
-// The three lists counted by the kernel, in measlist's order.
+// The three lists counted by the kernel (enum binary_lists), in measlist's
+// order: the indexes of Snapshot.Counts and Snapshot.Sizes.
 const (
 	Binary = iota
 	BinaryStaged
@@ -51,9 +52,13 @@ const HeaderSize = 24
 
 // Config is the kernel configuration of a model.
 type Config struct {
+	// Layout is the records' digest slots and byte order.
 	Layout *template.Layout
 	// Banks are the TPM's banks; nil is TPM bypass.
-	Banks          []tpmext.Algorithm
+	Banks []tpmext.Algorithm
+	// HtableDisabled is CONFIG_IMA_DISABLE_HTABLE, FlushHtable
+	// ima_flush_htable (ignored without a table), Kexec CONFIG_IMA_KEXEC
+	// (without it the sizes are NotTracked and nothing is carried).
 	HtableDisabled bool
 	FlushHtable    bool
 	Kexec          bool
